@@ -1,0 +1,112 @@
+"""rselectors: CPython's ``selectors`` module rebuilt in Rust.
+
+Use it as ``import rselectors as selectors``, run a program on it with
+``python -m rselectors prog.py``, or call ``rselectors.install()`` first thing.
+The selector classes, ``SelectorKey`` and the mapping live in the compiled
+``rselectors._rselectors``; this file only adds the abstract base class the
+stdlib has, so that user subclasses and ``isinstance`` checks work as there.
+"""
+
+from abc import ABCMeta, abstractmethod
+
+from . import _rselectors
+from ._rselectors import EVENT_READ, EVENT_WRITE, SelectorKey
+
+__all__ = [
+    "EVENT_READ",
+    "EVENT_WRITE",
+    "SelectorKey",
+    "BaseSelector",
+    "SelectSelector",
+    "PollSelector",
+    "EpollSelector",
+    "DefaultSelector",
+    "install",
+]
+
+
+class BaseSelector(metaclass=ABCMeta):
+    """Selector abstract base class, as in the stdlib.
+
+    A selector supports registering file objects to be monitored for specific
+    I/O events. A file object is a file descriptor or any object with a
+    `fileno()` method. An arbitrary object can be attached to the file object.
+    """
+
+    @abstractmethod
+    def register(self, fileobj, events, data=None):
+        """Register a file object; return its SelectorKey."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def unregister(self, fileobj):
+        """Unregister a file object; return its SelectorKey."""
+        raise NotImplementedError
+
+    def modify(self, fileobj, events, data=None):
+        """Change a registered file object's monitored events or attached data."""
+        self.unregister(fileobj)
+        return self.register(fileobj, events, data)
+
+    @abstractmethod
+    def select(self, timeout=None):
+        """Wait until some registered file objects are ready or the timeout expires.
+
+        Return a list of (key, events) for the ready file objects.
+        """
+        raise NotImplementedError
+
+    def close(self):
+        """Close the selector."""
+        pass
+
+    def get_key(self, fileobj):
+        """Return the key associated to a registered file object."""
+        mapping = self.get_map()
+        if mapping is None:
+            raise RuntimeError('Selector is closed')
+        try:
+            return mapping[fileobj]
+        except KeyError:
+            raise KeyError("{!r} is not registered".format(fileobj)) from None
+
+    @abstractmethod
+    def get_map(self):
+        """Return a mapping of file objects to selector keys."""
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        self.close()
+
+
+# The concrete classes: the Rust implementation first in the MRO, the ABC after it so that
+# isinstance() holds and instances take attributes and weak references like Python objects.
+# Each __init__ takes no argument, as the stdlib's does.
+
+class SelectSelector(_rselectors.SelectSelector, BaseSelector):
+    """Select-based selector."""
+
+    def __init__(self):
+        pass
+
+
+class PollSelector(_rselectors.PollSelector, BaseSelector):
+    """Poll-based selector."""
+
+    def __init__(self):
+        pass
+
+
+class EpollSelector(_rselectors.EpollSelector, BaseSelector):
+    """Epoll-based selector."""
+
+    def __init__(self):
+        pass
+
+
+DefaultSelector = EpollSelector
+
+from ._install import install  # noqa: E402

@@ -1,0 +1,189 @@
+//! Linux `epoll`, level-triggered, as `select.epoll` drives it.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use super::{poll_like_events, Backend, Error, Result, Wait};
+use crate::sys::{syscall, to_raw_fd};
+use crate::timeout::{to_millis_ceil, Timeout};
+
+pub struct Epoll {
+    /// Shared with in-flight waits, so `close()` never frees what a wait still uses.
+    epfd: Option<Arc<OwnedFd>>,
+    /// The event buffer, lent to one wait at a time and reused across calls.
+    spare: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    pub fn new() -> io::Result<Self> {
+        let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: epoll_create1 just returned this fd and nothing else owns it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Epoll {
+            epfd: Some(Arc::new(owned)),
+            spare: Vec::new(),
+        })
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: u64, interest: u8) -> Result<()> {
+        let epfd = self.epfd.as_ref().ok_or(Error::Closed)?;
+        let fd = to_raw_fd(fd)?;
+        let mut event = libc::epoll_event {
+            events: epoll_bits(interest),
+            u64: fd as u64,
+        };
+        syscall!(epoll_ctl(epfd.as_raw_fd(), op, fd, &mut event))?;
+        Ok(())
+    }
+}
+
+fn epoll_bits(interest: u8) -> u32 {
+    let mut bits = 0;
+    if interest & super::READ != 0 {
+        bits |= libc::EPOLLIN as u32;
+    }
+    if interest & super::WRITE != 0 {
+        bits |= libc::EPOLLOUT as u32;
+    }
+    bits
+}
+
+impl Backend for Epoll {
+    type Wait = EpollWait;
+
+    fn add(&mut self, fd: u64, interest: u8) -> Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, interest)
+    }
+
+    fn modify(&mut self, fd: u64, interest: u8) -> Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, interest)
+    }
+
+    fn remove(&mut self, fd: u64) -> Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0)
+    }
+
+    fn begin_wait(&mut self, max_events: usize) -> Result<EpollWait> {
+        let epfd = self.epfd.clone().ok_or(Error::Closed)?;
+        let mut events = std::mem::take(&mut self.spare);
+        events.clear();
+        events.reserve(max_events);
+        Ok(EpollWait {
+            epfd,
+            events,
+            max_events: max_events.clamp(1, libc::c_int::MAX as usize),
+            ready: 0,
+        })
+    }
+
+    fn end_wait(&mut self, wait: EpollWait) {
+        if wait.events.capacity() > self.spare.capacity() {
+            self.spare = wait.events;
+        }
+    }
+
+    fn close(&mut self) {
+        self.epfd = None;
+    }
+
+    fn fileno(&self) -> Option<Result<RawFd>> {
+        Some(
+            self.epfd
+                .as_ref()
+                .map(|fd| fd.as_raw_fd())
+                .ok_or(Error::Closed),
+        )
+    }
+}
+
+pub struct EpollWait {
+    epfd: Arc<OwnedFd>,
+    events: Vec<libc::epoll_event>,
+    max_events: usize,
+    ready: usize,
+}
+
+impl Wait for EpollWait {
+    fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
+        self.ready = 0;
+        let n = syscall!(epoll_wait(
+            self.epfd.as_raw_fd(),
+            self.events.as_mut_ptr(),
+            self.max_events as libc::c_int,
+            to_millis_ceil(timeout),
+        ))?;
+        self.ready = n as usize;
+        Ok(())
+    }
+
+    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+        // SAFETY: epoll_wait initialised the first `ready` (<= capacity) events.
+        let ready = unsafe { std::slice::from_raw_parts(self.events.as_ptr(), self.ready) };
+        for event in ready {
+            let events =
+                poll_like_events(event.events, libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
+            f(event.u64, events);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::test_support::socket_pair;
+    use crate::backend::{READ, WRITE};
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    fn ready(ep: &mut Epoll, timeout: Timeout) -> Vec<(u64, u8)> {
+        let mut wait = ep.begin_wait(8).unwrap();
+        wait.wait(timeout).unwrap();
+        let mut out = Vec::new();
+        wait.for_each_ready(&mut |fd, ev| out.push((fd, ev)));
+        ep.end_wait(wait);
+        out
+    }
+
+    #[test]
+    fn reports_readable_and_writable() {
+        let (mut a, b) = socket_pair();
+        let mut ep = Epoll::new().unwrap();
+        let bfd = b.as_raw_fd() as u64;
+        ep.add(bfd, READ).unwrap();
+        assert!(ready(&mut ep, Some(Duration::ZERO)).is_empty());
+        a.write_all(b"x").unwrap();
+        assert_eq!(ready(&mut ep, Some(Duration::ZERO)), vec![(bfd, READ)]);
+        ep.modify(bfd, READ | WRITE).unwrap();
+        assert_eq!(ready(&mut ep, None), vec![(bfd, READ | WRITE)]);
+        ep.remove(bfd).unwrap();
+        assert!(ready(&mut ep, Some(Duration::from_millis(1))).is_empty());
+    }
+
+    #[test]
+    fn hang_up_counts_as_both() {
+        let (a, b) = socket_pair();
+        let mut ep = Epoll::new().unwrap();
+        ep.add(b.as_raw_fd() as u64, READ).unwrap();
+        drop(a);
+        assert_eq!(ready(&mut ep, None)[0].1, READ | WRITE);
+    }
+
+    #[test]
+    fn errors_map_to_their_kinds() {
+        let mut ep = Epoll::new().unwrap();
+        assert!(matches!(ep.add(1 << 40, READ), Err(Error::FdTooLarge)));
+        match ep.add(999_999, READ) {
+            Err(Error::Os(e)) => assert_eq!(e.raw_os_error(), Some(libc::EBADF)),
+            other => panic!("expected EBADF, got {other:?}"),
+        }
+        let wait = ep.begin_wait(1).unwrap();
+        ep.close();
+        assert!(matches!(ep.add(0, READ), Err(Error::Closed)));
+        assert!(matches!(ep.fileno(), Some(Err(Error::Closed))));
+        // The wait still owns the epoll fd after close().
+        let mut wait = wait;
+        wait.wait(Some(Duration::ZERO)).unwrap();
+    }
+}

@@ -1,0 +1,180 @@
+//! The OS mechanisms behind one interface. Each file is one mechanism and knows nothing of
+//! Python; `selector.rs` drives them.
+//!
+//! A wait runs without the selector's lock (other threads may register or close meanwhile),
+//! so `begin_wait` hands out everything the system call needs — a shared handle, a buffer,
+//! a snapshot of the fd sets — and `end_wait` takes the reusable parts back.
+
+use std::io;
+use std::os::fd::RawFd;
+
+use crate::sys::FdTooLarge;
+use crate::timeout::Timeout;
+
+pub mod epoll;
+pub mod poll;
+pub mod select;
+
+/// `selectors.EVENT_READ`.
+pub const READ: u8 = 1;
+/// `selectors.EVENT_WRITE`.
+pub const WRITE: u8 = 2;
+
+/// Why a backend operation failed; the binding turns each into the stdlib's exception.
+#[derive(Debug)]
+pub enum Error {
+    /// The system call failed (`OSError` with its errno).
+    Os(io::Error),
+    /// The fd does not fit in a C `int` (`OverflowError`).
+    FdTooLarge,
+    /// `select()` cannot watch an fd at or above `FD_SETSIZE` (`ValueError`).
+    FdOutOfRange,
+    /// The OS handle was closed by `close()` (`ValueError`).
+    Closed,
+    /// Another thread is already inside `poll()` on this selector (`RuntimeError`).
+    ConcurrentPoll,
+}
+
+impl From<io::Error> for Error {
+    fn from(err: io::Error) -> Self {
+        Error::Os(err)
+    }
+}
+
+impl From<FdTooLarge> for Error {
+    fn from(_: FdTooLarge) -> Self {
+        Error::FdTooLarge
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One OS readiness mechanism. `interest` is a mask of `READ` and `WRITE`.
+pub trait Backend: Send {
+    type Wait: Wait;
+
+    fn add(&mut self, fd: u64, interest: u8) -> Result<()>;
+    fn modify(&mut self, fd: u64, interest: u8) -> Result<()>;
+    fn remove(&mut self, fd: u64) -> Result<()>;
+    /// Everything one wait needs, for up to `max_events` ready fds.
+    fn begin_wait(&mut self, max_events: usize) -> Result<Self::Wait>;
+    /// Takes back what `begin_wait` lent out, for reuse by the next wait.
+    fn end_wait(&mut self, wait: Self::Wait);
+    /// Releases the OS handle, if the mechanism has one. Registrations a stateless
+    /// mechanism (poll, select) keeps in user space stay, as they do in the stdlib.
+    fn close(&mut self);
+    /// The OS handle (`epoll` fd), when the mechanism has one and it is open.
+    fn fileno(&self) -> Option<Result<RawFd>> {
+        None
+    }
+}
+
+/// One wait in flight, owned by the waiting thread.
+pub trait Wait: Send {
+    /// One system call; EINTR comes back as an error for the caller to retry.
+    fn wait(&mut self, timeout: Timeout) -> io::Result<()>;
+    /// Calls `f(fd, events)` for each fd the last `wait` found ready, in the kernel's order,
+    /// with `events` a mask of `READ`/`WRITE` mapped as the stdlib maps it.
+    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8));
+}
+
+/// The stdlib's mapping of `poll`/`epoll` bits: anything but "readable" counts as writable and
+/// anything but "writable" as readable, so hang-ups and errors wake both kinds of waiter.
+fn poll_like_events(revents: u32, readable: u32, writable: u32) -> u8 {
+    let mut events = 0;
+    if revents & !readable != 0 {
+        events |= WRITE;
+    }
+    if revents & !writable != 0 {
+        events |= READ;
+    }
+    events
+}
+
+/// The mechanism a selector was built on, chosen at construction.
+pub enum AnyBackend {
+    Epoll(epoll::Epoll),
+    Poll(poll::Poll),
+    Select(select::Select),
+}
+
+// A wait lives on one thread's stack for one call; boxing the select sets would cost an
+// allocation per call to save a copy.
+#[allow(clippy::large_enum_variant)]
+pub enum AnyWait {
+    Epoll(epoll::EpollWait),
+    Poll(poll::PollWait),
+    Select(select::SelectWait),
+}
+
+/// Forwards a call to whichever backend (or wait) `$value` holds.
+macro_rules! dispatch {
+    ($value:expr, $enum:ident, $b:ident => $call:expr) => {
+        match $value {
+            $enum::Epoll($b) => $call,
+            $enum::Poll($b) => $call,
+            $enum::Select($b) => $call,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    type Wait = AnyWait;
+
+    fn add(&mut self, fd: u64, interest: u8) -> Result<()> {
+        dispatch!(self, AnyBackend, b => b.add(fd, interest))
+    }
+
+    fn modify(&mut self, fd: u64, interest: u8) -> Result<()> {
+        dispatch!(self, AnyBackend, b => b.modify(fd, interest))
+    }
+
+    fn remove(&mut self, fd: u64) -> Result<()> {
+        dispatch!(self, AnyBackend, b => b.remove(fd))
+    }
+
+    fn begin_wait(&mut self, max_events: usize) -> Result<AnyWait> {
+        Ok(match self {
+            AnyBackend::Epoll(b) => AnyWait::Epoll(b.begin_wait(max_events)?),
+            AnyBackend::Poll(b) => AnyWait::Poll(b.begin_wait(max_events)?),
+            AnyBackend::Select(b) => AnyWait::Select(b.begin_wait(max_events)?),
+        })
+    }
+
+    fn end_wait(&mut self, wait: AnyWait) {
+        match (self, wait) {
+            (AnyBackend::Epoll(b), AnyWait::Epoll(w)) => b.end_wait(w),
+            (AnyBackend::Poll(b), AnyWait::Poll(w)) => b.end_wait(w),
+            (AnyBackend::Select(b), AnyWait::Select(w)) => b.end_wait(w),
+            _ => {}
+        }
+    }
+
+    fn close(&mut self) {
+        dispatch!(self, AnyBackend, b => b.close())
+    }
+
+    fn fileno(&self) -> Option<Result<RawFd>> {
+        dispatch!(self, AnyBackend, b => b.fileno())
+    }
+}
+
+impl Wait for AnyWait {
+    fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
+        dispatch!(self, AnyWait, w => w.wait(timeout))
+    }
+
+    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+        dispatch!(self, AnyWait, w => w.for_each_ready(f))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use socket2::{Domain, Socket, Type};
+
+    /// A connected pair of Unix stream sockets.
+    pub fn socket_pair() -> (Socket, Socket) {
+        Socket::pair(Domain::UNIX, Type::STREAM, None).expect("socketpair")
+    }
+}

@@ -1,0 +1,11 @@
+//! rselectors: CPython's `selectors` rebuilt in Rust.
+//!
+//! `table`, `timeout`, `backend` and `selector` are the platform-neutral core and know nothing
+//! of Python; `python` is the binding that converts between the two.
+
+pub mod backend;
+mod python;
+pub mod selector;
+pub mod sys;
+pub mod table;
+pub mod timeout;

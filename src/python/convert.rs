@@ -1,0 +1,306 @@
+//! Python values to core values and core errors to Python exceptions, each with the exact
+//! type and message the stdlib gives.
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use pyo3::exceptions::{
+    PyAttributeError, PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError,
+};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyFloat, PyInt, PyString};
+use pyo3::{intern, PyTypeInfo};
+
+use crate::backend::{Error, READ, WRITE};
+use crate::sys;
+use crate::timeout::{self, Timeout};
+
+/// A file descriptor as the table keys it: `None` for an int beyond 64 bits, which no table
+/// can hold and every system call refuses.
+pub type FdNum = Option<u64>;
+
+/// `selectors._fileobj_to_fd`: the fd as the Python object the key will hold, and its number.
+pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
+    let py = fileobj.py();
+    let fd = if fileobj.is_instance_of::<PyInt>() {
+        fileobj.clone()
+    } else {
+        let fd = fileobj.call_method0(intern!(py, "fileno")).and_then(|fd| {
+            if fd.is_exact_instance_of::<PyInt>() {
+                Ok(fd)
+            } else {
+                PyInt::type_object(py).call1((fd,))
+            }
+        });
+        match fd {
+            Ok(fd) => fd,
+            Err(err)
+                if err.is_instance_of::<PyAttributeError>(py)
+                    || err.is_instance_of::<PyTypeError>(py)
+                    || err.is_instance_of::<PyValueError>(py) =>
+            {
+                let msg = format!("Invalid file object: {}", fileobj.repr()?);
+                return Err(from_none(py, PyValueError::new_err(msg), err));
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    let num = match fd.extract::<i64>() {
+        Ok(n) if n >= 0 => Some(n as u64),
+        Ok(_) => return Err(invalid_fd(&fd)),
+        Err(_) if fd.lt(0)? => return Err(invalid_fd(&fd)),
+        Err(_) => fd.extract::<u64>().ok(),
+    };
+    Ok((fd, num))
+}
+
+fn invalid_fd(fd: &Bound<'_, PyAny>) -> PyErr {
+    match python_format(fd) {
+        Ok(text) => PyValueError::new_err(format!("Invalid file descriptor: {text}")),
+        Err(err) => err,
+    }
+}
+
+/// `"{}".format(obj)`.
+pub fn python_format(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    let py = obj.py();
+    let text = obj.call_method1(intern!(py, "__format__"), (PyString::new(py, ""),))?;
+    text.extract()
+}
+
+/// `raise new from None` inside an `except` that caught `caught`.
+pub fn from_none(py: Python<'_>, new: PyErr, caught: PyErr) -> PyErr {
+    new.set_context(py, Some(caught));
+    new.set_cause(py, None);
+    new
+}
+
+/// `events` as a plain number when it is an int that fits, the case worth a fast path.
+pub fn events_as_i64(events: &Bound<'_, PyAny>) -> Option<i64> {
+    if events.is_instance_of::<PyInt>() {
+        events.extract::<i64>().ok()
+    } else {
+        None
+    }
+}
+
+/// The check at the top of `register`: `if (not events) or (events & ~(READ | WRITE))`.
+pub fn check_register_events(events: &Bound<'_, PyAny>) -> PyResult<()> {
+    let invalid = match events_as_i64(events) {
+        Some(e) => e == 0 || e & !3 != 0,
+        None => !events.is_truthy()? || events.bitand(!3i64)?.is_truthy()?,
+    };
+    if invalid {
+        return Err(PyValueError::new_err(format!(
+            "Invalid events: {}",
+            events.repr()?
+        )));
+    }
+    Ok(())
+}
+
+/// What to ask the OS for: `events & EVENT_READ` and `events & EVENT_WRITE`, as Python
+/// would compute them for whatever `events` is.
+pub fn interest_of(events: &Bound<'_, PyAny>) -> PyResult<u8> {
+    if let Some(e) = events_as_i64(events) {
+        let mut interest = 0;
+        if e & i64::from(READ) != 0 {
+            interest |= READ;
+        }
+        if e & i64::from(WRITE) != 0 {
+            interest |= WRITE;
+        }
+        return Ok(interest);
+    }
+    let mut interest = 0;
+    if events.bitand(i64::from(READ))?.is_truthy()? {
+        interest |= READ;
+    }
+    if events.bitand(i64::from(WRITE))?.is_truthy()? {
+        interest |= WRITE;
+    }
+    Ok(interest)
+}
+
+/// `a != b` as Python evaluates it, skipping the call where identity settles it.
+pub fn differs(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if a.is(b) && (a.is_none() || a.is_exact_instance_of::<PyInt>()) {
+        return Ok(false);
+    }
+    if let (Some(x), Some(y)) = (exact_i64(a), exact_i64(b)) {
+        return Ok(x != y);
+    }
+    a.ne(b)
+}
+
+fn exact_i64(obj: &Bound<'_, PyAny>) -> Option<i64> {
+    if obj.is_exact_instance_of::<PyInt>() {
+        obj.extract().ok()
+    } else {
+        None
+    }
+}
+
+/// The OSError CPython would raise for this errno (its subclass picked by errno).
+pub fn os_error(err: &std::io::Error) -> PyErr {
+    match err.raw_os_error() {
+        Some(errno) => PyOSError::new_err((errno, sys::strerror(errno))),
+        None => PyOSError::new_err(err.to_string()),
+    }
+}
+
+pub fn backend_error(err: Error) -> PyErr {
+    match err {
+        Error::Os(e) => os_error(&e),
+        Error::FdTooLarge => PyOverflowError::new_err("Python int too large to convert to C int"),
+        Error::FdOutOfRange => PyValueError::new_err("filedescriptor out of range in select()"),
+        Error::Closed => PyValueError::new_err("I/O operation on closed epoll object"),
+        Error::ConcurrentPoll => PyRuntimeError::new_err("concurrent poll() invocation"),
+    }
+}
+
+/// The three waits, each with the stdlib's own timeout rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Epoll,
+    Poll,
+    Select,
+}
+
+/// A timeout argument after the stdlib's Python-level arithmetic. `Refused` holds the error the
+/// C wait would raise on it; the caller raises it where the C code would check it.
+pub enum ParsedTimeout {
+    Wait(Timeout),
+    Refused(PyErr),
+}
+
+/// Turns `select(timeout)`'s argument into a wait as the stdlib's `select()` of `kind` does.
+/// Errors raised here are the ones the stdlib raises in Python code, before any system call.
+pub fn parse_timeout(kind: Kind, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<ParsedTimeout> {
+    let Some(t) = timeout else {
+        return Ok(ParsedTimeout::Wait(None));
+    };
+    let fast = if t.is_exact_instance_of::<PyFloat>() {
+        t.extract::<f64>().ok()
+    } else if t.is_exact_instance_of::<PyInt>() {
+        t.extract::<i64>().ok().map(|n| n as f64)
+    } else {
+        None
+    };
+    if let Some(secs) = fast.filter(|s| s.is_finite()) {
+        if secs <= 0.0 {
+            return Ok(ParsedTimeout::Wait(Some(Duration::ZERO)));
+        }
+        let converted = match kind {
+            Kind::Poll => timeout::poll_millis(secs),
+            Kind::Epoll => timeout::epoll_millis(secs),
+            Kind::Select if t.is_exact_instance_of::<PyInt>() => {
+                timeout::select_whole_seconds(secs as i64)
+            }
+            Kind::Select => timeout::select_nanos(secs),
+        };
+        if let Ok(d) = converted {
+            return Ok(ParsedTimeout::Wait(Some(d)));
+        }
+    }
+    match kind {
+        Kind::Poll | Kind::Epoll => parse_poll_like_timeout(kind, t),
+        Kind::Select => parse_select_timeout(t),
+    }
+}
+
+fn math_ceil(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    static CEIL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    CEIL.import(py, "math", "ceil")
+}
+
+/// The general path of `_PollLikeSelector.select`/`EpollSelector.select`, operator by operator:
+/// `timeout <= 0`, then `math.ceil(timeout * 1e3)` (times `1e-3` for epoll).
+fn parse_poll_like_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
+    let py = t.py();
+    if t.le(0)? {
+        return Ok(ParsedTimeout::Wait(Some(Duration::ZERO)));
+    }
+    let ms = math_ceil(py)?.call1((t.mul(1e3)?,))?;
+    if kind == Kind::Poll {
+        let converted = match ms.extract::<i64>() {
+            Ok(ms) => timeout::poll_wait_millis(ms),
+            Err(_) => match ms.extract::<f64>() {
+                Ok(ms) if ms.is_finite() => timeout::poll_wait_millis(ms.ceil() as i64),
+                _ => Err(timeout::TimeoutError::OutOfRange),
+            },
+        };
+        return Ok(match converted {
+            Ok(d) => ParsedTimeout::Wait(Some(d)),
+            Err(_) => refused_by_stdlib(py, Kind::Poll, &ms),
+        });
+    }
+    let secs = ms.mul(1e-3)?;
+    let converted = secs
+        .extract::<f64>()
+        .map_err(|_| timeout::TimeoutError::OutOfRange)
+        .and_then(timeout::epoll_wait_millis);
+    Ok(match converted {
+        Ok(d) => ParsedTimeout::Wait(Some(d)),
+        Err(_) => refused_by_stdlib(py, Kind::Epoll, &secs),
+    })
+}
+
+/// The general path of `SelectSelector.select`: `max(timeout, 0)`, then what `select.select`
+/// accepts (a float, or an int by `__index__`).
+fn parse_select_timeout(t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
+    let py = t.py();
+    let zero = 0i64.into_pyobject(py)?;
+    if zero.gt(t)? {
+        return Ok(ParsedTimeout::Wait(Some(Duration::ZERO)));
+    }
+    let converted = if t.is_instance_of::<PyFloat>() {
+        t.extract::<f64>()
+            .ok()
+            .and_then(|s| timeout::select_nanos(s).ok())
+    } else {
+        t.extract::<i64>()
+            .ok()
+            .and_then(|s| timeout::select_whole_seconds(s).ok())
+    };
+    Ok(match converted {
+        Some(d) => ParsedTimeout::Wait(Some(d)),
+        None => refused_by_stdlib(py, Kind::Select, t),
+    })
+}
+
+/// Gets the exact error the stdlib's C wait gives for a timeout we found unusable, by making
+/// that call with an always-writable fd registered, so it returns at once if it does accept it.
+fn refused_by_stdlib(py: Python<'_>, kind: Kind, value: &Bound<'_, PyAny>) -> ParsedTimeout {
+    let attempt = || -> PyResult<()> {
+        let (_read_end, write_end) = sys::pipe().map_err(|e| os_error(&e))?;
+        let wfd = write_end.as_raw_fd();
+        let select = py.import(intern!(py, "select"))?;
+        match kind {
+            Kind::Select => {
+                let no_fds = pyo3::types::PyList::empty(py);
+                let writers = pyo3::types::PyList::new(py, [wfd])?;
+                select.call_method1("select", (&no_fds, writers, &no_fds, value))?;
+            }
+            Kind::Poll => {
+                let poller = select.call_method0("poll")?;
+                poller.call_method1("register", (wfd, libc::POLLOUT))?;
+                poller.call_method1("poll", (value,))?;
+            }
+            Kind::Epoll => {
+                let poller = select.call_method0("epoll")?;
+                poller.call_method1("register", (wfd, libc::EPOLLOUT))?;
+                let result = poller.call_method1("poll", (value, 1));
+                poller.call_method0("close")?;
+                result?;
+            }
+        }
+        Ok(())
+    };
+    match attempt() {
+        Err(err) => ParsedTimeout::Refused(err),
+        // The stdlib took it after all: wait as long as a timeout can say.
+        Ok(()) => ParsedTimeout::Wait(None),
+    }
+}

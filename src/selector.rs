@@ -1,0 +1,142 @@
+//! What every selector does over any backend: the fd -> key table kept in step with the OS
+//! registrations, with the stdlib's rules for failures. Knows nothing of Python; `K` is
+//! whatever the binding stores per registration.
+
+use crate::backend::{Backend, Error};
+use crate::table::KeyTable;
+
+pub struct Selector<B, K> {
+    keys: KeyTable<K>,
+    backend: B,
+}
+
+/// Why `register` failed; the key comes back so the caller can drop it where it likes.
+pub enum RegisterError<K> {
+    AlreadyRegistered(K),
+    Backend(Error, K),
+}
+
+impl<B: Backend, K> Selector<B, K> {
+    pub fn new(backend: B) -> Self {
+        Selector {
+            keys: KeyTable::new(),
+            backend,
+        }
+    }
+
+    pub fn keys(&self) -> &KeyTable<K> {
+        &self.keys
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// Adds the key, then the OS registration; if the OS refuses, the key goes too.
+    pub fn register(&mut self, fd: u64, interest: u8, key: K) -> Result<(), RegisterError<K>> {
+        self.keys
+            .insert(fd, key)
+            .map_err(RegisterError::AlreadyRegistered)?;
+        if let Err(err) = self.backend.add(fd, interest) {
+            let key = self.keys.remove(fd).expect("just inserted");
+            return Err(RegisterError::Backend(err, key));
+        }
+        Ok(())
+    }
+
+    /// Removes the key and the OS registration. The OS may have forgotten the fd already
+    /// (it was closed): that error is ignored, as the stdlib ignores it.
+    pub fn unregister(&mut self, fd: u64) -> Option<K> {
+        let key = self.keys.remove(fd)?;
+        let _ = self.backend.remove(fd);
+        Some(key)
+    }
+
+    /// Changes what the OS watches for a registered fd. If the OS refuses, the key is dropped
+    /// from the table and handed back with the error (bpo-30014).
+    pub fn modify_interest(&mut self, fd: u64, interest: u8) -> Result<(), (Error, Option<K>)> {
+        self.backend
+            .modify(fd, interest)
+            .map_err(|err| (err, self.keys.remove(fd)))
+    }
+
+    /// Swaps the stored key of a registered fd without touching the OS registration.
+    pub fn replace_key(&mut self, fd: u64, key: K) -> Result<K, K> {
+        self.keys.replace(fd, key)
+    }
+
+    /// Forgets every key (handed back for dropping) and releases the OS handle.
+    pub fn close(&mut self) -> Vec<(u64, K)> {
+        self.backend.close();
+        self.keys.drain()
+    }
+
+    /// Forgets every key without touching the OS handle (garbage collection of a cycle).
+    pub fn close_keys(&mut self) -> Vec<(u64, K)> {
+        self.keys.drain()
+    }
+
+    pub fn begin_wait(&mut self) -> Result<B::Wait, Error> {
+        self.backend.begin_wait(self.keys.len().max(1))
+    }
+
+    pub fn end_wait(&mut self, wait: B::Wait) {
+        self.backend.end_wait(wait);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::epoll::Epoll;
+    use crate::backend::test_support::socket_pair;
+    use crate::backend::{Wait, READ, WRITE};
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    #[test]
+    fn a_refused_registration_leaves_no_key() {
+        let mut sel = Selector::new(Epoll::new().unwrap());
+        assert!(matches!(
+            sel.register(999_999, READ, "k"),
+            Err(RegisterError::Backend(Error::Os(_), "k"))
+        ));
+        assert!(sel.keys().is_empty());
+    }
+
+    #[test]
+    fn a_refused_modify_drops_the_key() {
+        let (a, b) = socket_pair();
+        let fd = b.as_raw_fd() as u64;
+        let mut sel = Selector::new(Epoll::new().unwrap());
+        sel.register(fd, READ, "k").ok().unwrap();
+        assert!(matches!(
+            sel.register(fd, READ, "again"),
+            Err(RegisterError::AlreadyRegistered("again"))
+        ));
+        drop(b);
+        let (err, key) = sel.modify_interest(fd, WRITE).unwrap_err();
+        assert!(matches!(err, Error::Os(_)));
+        assert_eq!(key, Some("k"));
+        assert!(sel.keys().is_empty());
+        // Unregistering an fd the OS no longer knows still hands the key back.
+        sel.register(a.as_raw_fd() as u64, READ, "a").ok().unwrap();
+        drop(a);
+        assert!(sel.unregister(fd).is_none());
+    }
+
+    #[test]
+    fn close_hands_back_every_key() {
+        let (a, _b) = socket_pair();
+        let mut sel = Selector::new(Epoll::new().unwrap());
+        sel.register(a.as_raw_fd() as u64, WRITE, 1).ok().unwrap();
+        let mut wait = sel.begin_wait().unwrap();
+        wait.wait(Some(Duration::ZERO)).unwrap();
+        let mut seen = Vec::new();
+        wait.for_each_ready(&mut |fd, ev| seen.push((fd, ev)));
+        sel.end_wait(wait);
+        assert_eq!(seen, vec![(a.as_raw_fd() as u64, WRITE)]);
+        assert_eq!(sel.close().len(), 1);
+        assert!(matches!(sel.begin_wait(), Err(Error::Closed)));
+    }
+}

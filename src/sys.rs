@@ -1,0 +1,71 @@
+//! Thin helpers over `libc`: turn `-1` returns into `io::Error`.
+
+use std::io;
+
+/// Calls a libc function and turns a `-1` return into the thread's `errno`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        #[allow(unused_unsafe)]
+        // SAFETY: the caller passes arguments valid for this system call.
+        let res = unsafe { libc::$fn($($arg),*) };
+        if res == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
+
+/// Converts a file descriptor number to the `c_int` the kernel takes.
+///
+/// Python's own `select` module raises `OverflowError("Python int too large to convert to
+/// C int")` here; the core reports it as a typed error so the binding can do the same.
+pub fn to_raw_fd(fd: u64) -> Result<libc::c_int, FdTooLarge> {
+    libc::c_int::try_from(fd).map_err(|_| FdTooLarge)
+}
+
+/// An fd number that does not fit in a C `int`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdTooLarge;
+
+/// True when the error is EINTR: the wait must be retried with the remaining time.
+pub fn is_interrupted(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::Interrupted
+}
+
+/// The C library's message for an errno, as `OSError.strerror` carries it.
+pub fn strerror(errno: i32) -> String {
+    let mut buf = [0 as libc::c_char; 256];
+    // SAFETY: the buffer is writable for its whole length; strerror_r NUL-terminates it.
+    let rc = unsafe { libc::strerror_r(errno, buf.as_mut_ptr(), buf.len()) };
+    if rc != 0 {
+        return format!("Unknown error {errno}");
+    }
+    // SAFETY: strerror_r succeeded, so the buffer holds a NUL-terminated string.
+    let text = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    text.to_string_lossy().into_owned()
+}
+
+/// A pipe whose write end is always writable: lets a stdlib wait be called for its argument
+/// checks only, returning at once instead of blocking.
+pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    Ok(unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strerror_names_the_error() {
+        assert_eq!(super::strerror(libc::EBADF), "Bad file descriptor");
+    }
+}
