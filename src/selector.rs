@@ -60,6 +60,16 @@ impl<B: Backend, K> Selector<B, K> {
             .map_err(|err| (err, self.keys.remove(fd)))
     }
 
+    /// Adds a key with no OS registration (the caller registers it elsewhere).
+    pub fn insert_key(&mut self, fd: u64, key: K) -> Result<(), K> {
+        self.keys.insert(fd, key)
+    }
+
+    /// Removes a key, leaving any OS registration alone.
+    pub fn remove_key(&mut self, fd: u64) -> Option<K> {
+        self.keys.remove(fd)
+    }
+
     /// Swaps the stored key of a registered fd without touching the OS registration.
     pub fn replace_key(&mut self, fd: u64, key: K) -> Result<K, K> {
         self.keys.replace(fd, key)

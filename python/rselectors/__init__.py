@@ -7,6 +7,7 @@ The selector classes, ``SelectorKey`` and the mapping live in the compiled
 stdlib has, so that user subclasses and ``isinstance`` checks work as there.
 """
 
+import select as _select
 from abc import ABCMeta, abstractmethod
 
 from . import _rselectors
@@ -84,7 +85,8 @@ class BaseSelector(metaclass=ABCMeta):
 
 # The concrete classes: the Rust implementation first in the MRO, the ABC after it so that
 # isinstance() holds and instances take attributes and weak references like Python objects.
-# Each __init__ takes no argument, as the stdlib's does.
+# Each __init__ takes no argument, as the stdlib's does. A class whose `_selector_cls` is
+# replaced (CPython's tests patch it) drives an instance of it, as the stdlib would.
 
 class SelectSelector(_rselectors.SelectSelector, BaseSelector):
     """Select-based selector."""
@@ -96,15 +98,21 @@ class SelectSelector(_rselectors.SelectSelector, BaseSelector):
 class PollSelector(_rselectors.PollSelector, BaseSelector):
     """Poll-based selector."""
 
+    _selector_cls = _select.poll
+
     def __init__(self):
-        pass
+        if self._selector_cls is not _select.poll:
+            self._use_poller(self._selector_cls())
 
 
 class EpollSelector(_rselectors.EpollSelector, BaseSelector):
     """Epoll-based selector."""
 
+    _selector_cls = _select.epoll
+
     def __init__(self):
-        pass
+        if self._selector_cls is not _select.epoll:
+            self._use_poller(self._selector_cls())
 
 
 DefaultSelector = EpollSelector

@@ -1,0 +1,520 @@
+//! The selector classes. Each keeps its state behind a `Mutex` that is never held across a
+//! wait, a call into Python, or the drop of a Python object (a `__del__` could run and
+//! re-enter); under it Python objects are only cloned (an incref).
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use super::convert::{
+    backend_error, check_register_events, differs, events_as_i64, fileobj_to_fd, interest_of,
+    os_error, parse_timeout, python_format, FdNum, Kind, ParsedTimeout,
+};
+use super::poller::CustomPoller;
+use super::{new_key, SELECTOR_MAPPING};
+use crate::backend::{epoll::Epoll, poll::Poll, select::Select, AnyBackend, Backend, Wait};
+use crate::selector::{RegisterError, Selector};
+use crate::sys::is_interrupted;
+use crate::timeout::{Deadline, Remaining};
+
+/// What the table holds per fd: the `SelectorKey` handed to Python, and its `events` as a
+/// plain number when it is one (the mask `select()` applies).
+struct Entry {
+    key: Py<PyTuple>,
+    mask: Option<i64>,
+}
+
+impl Entry {
+    fn new(key: Py<PyTuple>, events: &Bound<'_, PyAny>) -> Self {
+        let mask = events_as_i64(events).filter(|_| {
+            events.is_exact_instance_of::<pyo3::types::PyInt>()
+                || events.is_exact_instance_of::<pyo3::types::PyBool>()
+        });
+        Entry { key, mask }
+    }
+
+    fn field<'py>(&self, py: Python<'py>, index: usize) -> Bound<'py, PyAny> {
+        self.key
+            .bind(py)
+            .get_item(index)
+            .expect("SelectorKey has four fields")
+    }
+}
+
+struct State {
+    core: Selector<AnyBackend, Entry>,
+    /// Set by `close()`: `get_map()` answers None from then on.
+    closed: bool,
+    /// The mapping `get_map()` hands out, made on first use, dropped by `close()`.
+    mapping: Option<Py<PyAny>>,
+}
+
+/// The shared base of the selector classes.
+#[pyclass(
+    frozen,
+    subclass,
+    module = "rselectors._rselectors",
+    name = "_Selector"
+)]
+pub struct SelectorBase {
+    kind: Kind,
+    state: Mutex<State>,
+    /// Set when the class's `_selector_cls` was replaced: the OS side goes through it.
+    poller: OnceLock<CustomPoller>,
+}
+
+impl SelectorBase {
+    fn new(kind: Kind) -> PyResult<Self> {
+        let backend = match kind {
+            Kind::Epoll => AnyBackend::Epoll(Epoll::new().map_err(|e| os_error(&e))?),
+            Kind::Poll => AnyBackend::Poll(Poll::new()),
+            Kind::Select => AnyBackend::Select(Select::new()),
+        };
+        Ok(SelectorBase {
+            kind,
+            state: Mutex::new(State {
+                core: Selector::new(backend),
+                closed: false,
+                mapping: None,
+            }),
+            poller: OnceLock::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic cannot leave the state half-changed in a way that matters more than
+        // refusing every later call would, so a poisoned lock is simply taken over.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `_fileobj_lookup`: the fd of `fileobj`, or, when it no longer has a valid one, the fd
+    /// it was registered under (an identity search, so closed files can be unregistered).
+    pub(super) fn lookup(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<FdNum> {
+        Ok(self.lookup_fd_object(fileobj)?.1)
+    }
+
+    /// `lookup`, with the fd as the Python object a key holds.
+    fn lookup_fd_object<'py>(
+        &self,
+        fileobj: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
+        let py = fileobj.py();
+        match fileobj_to_fd(fileobj) {
+            Err(err) if err.is_instance_of::<PyValueError>(py) => {
+                let state = self.lock();
+                let found = state
+                    .core
+                    .keys()
+                    .iter()
+                    .find(|(_, entry)| entry.field(py, 0).is(fileobj))
+                    .map(|(fd, entry)| (entry.field(py, 1), Some(fd)));
+                drop(state);
+                found.ok_or(err)
+            }
+            result => result,
+        }
+    }
+
+    pub(super) fn key_for(&self, py: Python<'_>, fd: FdNum) -> Option<Py<PyTuple>> {
+        let state = self.lock();
+        let entry = state.core.keys().get(fd?)?;
+        Some(entry.key.clone_ref(py))
+    }
+
+    fn not_registered(fileobj: &Bound<'_, PyAny>) -> PyErr {
+        match fileobj.repr() {
+            Ok(r) => PyKeyError::new_err(format!("{r} is not registered")),
+            Err(err) => err,
+        }
+    }
+
+    /// `get_key` and the mapping's `[]`: the key, KeyError if none.
+    pub(super) fn getitem(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
+        let fd = self.lookup(fileobj)?;
+        self.key_for(fileobj.py(), fd)
+            .ok_or_else(|| Self::not_registered(fileobj))
+    }
+
+    /// How many fds are registered.
+    pub(super) fn len(&self) -> usize {
+        self.lock().core.keys().len()
+    }
+
+    /// The fd object of the first registration at or after `cursor` in registration order,
+    /// with the cursor just past it.
+    pub(super) fn fd_at(&self, py: Python<'_>, cursor: usize) -> Option<(usize, Py<PyAny>)> {
+        let state = self.lock();
+        let (next, _, entry) = state.core.keys().entry_at(cursor)?;
+        Some((next, entry.field(py, 1).unbind()))
+    }
+
+    /// `_BaseSelectorImpl.modify`'s shortcut: a new key with new data, no system call.
+    fn replace_key(&self, fd: u64, key: Py<PyTuple>, events: &Bound<'_, PyAny>) {
+        let old = self.lock().core.replace_key(fd, Entry::new(key, events));
+        drop(old);
+    }
+}
+
+#[pymethods]
+impl SelectorBase {
+    #[pyo3(signature = (fileobj, events, data=None))]
+    fn register<'py>(
+        &self,
+        py: Python<'py>,
+        fileobj: &Bound<'py, PyAny>,
+        events: &Bound<'py, PyAny>,
+        data: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyTuple>> {
+        check_register_events(events)?;
+        let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
+        let none = py.None().into_bound(py);
+        let data = data.unwrap_or(&none);
+        let key = new_key(py, fileobj, &fd_obj, events, data)?;
+        let Some(fd) = fd else {
+            return Err(backend_error(crate::backend::Error::FdTooLarge));
+        };
+        let interest = interest_of(events)?;
+        let entry = Entry::new(key.clone_ref(py), events);
+        let result = match self.poller.get() {
+            None => self.lock().core.register(fd, interest, entry),
+            Some(poller) => {
+                let inserted = self.lock().core.insert_key(fd, entry);
+                if inserted.is_ok() {
+                    if let Err(err) = poller.register(&fd_obj, interest) {
+                        let removed = self.lock().core.remove_key(fd);
+                        drop(removed);
+                        return Err(err);
+                    }
+                }
+                inserted.map_err(RegisterError::AlreadyRegistered)
+            }
+        };
+        match result {
+            Ok(()) => Ok(key),
+            Err(RegisterError::AlreadyRegistered(entry)) => {
+                drop(entry);
+                Err(PyKeyError::new_err(format!(
+                    "{} (FD {}) is already registered",
+                    fileobj.repr()?,
+                    python_format(&fd_obj)?
+                )))
+            }
+            Err(RegisterError::Backend(err, entry)) => {
+                drop(entry);
+                Err(backend_error(err))
+            }
+        }
+    }
+
+    fn unregister(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
+        let py = fileobj.py();
+        let fd = self.lookup(fileobj)?;
+        let removed = fd.and_then(|fd| match self.poller.get() {
+            None => self.lock().core.unregister(fd),
+            Some(_) => self.lock().core.remove_key(fd),
+        });
+        let Some(entry) = removed else {
+            return Err(Self::not_registered(fileobj));
+        };
+        if let Some(poller) = self.poller.get() {
+            poller.unregister(&entry.field(py, 1))?;
+        }
+        Ok(entry.key)
+    }
+
+    #[pyo3(signature = (fileobj, events, data=None))]
+    fn modify<'py>(
+        slf: &Bound<'py, Self>,
+        fileobj: &Bound<'py, PyAny>,
+        events: &Bound<'py, PyAny>,
+        data: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        let fd = this.lookup(fileobj)?;
+        let key = this
+            .key_for(py, fd)
+            .ok_or_else(|| Self::not_registered(fileobj))?;
+        let fd = fd.expect("registered fds fit in 64 bits");
+        let key = key.into_bound(py);
+        let none = py.None().into_bound(py);
+        let data = data.unwrap_or(&none);
+        let (old_fileobj, old_fd) = (key.get_item(0)?, key.get_item(1)?);
+        let (old_events, old_data) = (key.get_item(2)?, key.get_item(3)?);
+
+        if this.kind == Kind::Select {
+            // BaseSelector.modify: through the instance's own unregister and register.
+            if differs(events, &old_events)? {
+                slf.call_method1(intern!(py, "unregister"), (fileobj,))?;
+                return Ok(slf
+                    .call_method1(intern!(py, "register"), (fileobj, events, data))?
+                    .unbind());
+            }
+            if differs(data, &old_data)? {
+                let new = new_key(py, &old_fileobj, &old_fd, &old_events, data)?;
+                this.replace_key(fd, new.clone_ref(py), &old_events);
+                return Ok(new.into_any());
+            }
+            return Ok(key.unbind().into_any());
+        }
+
+        // _PollLikeSelector.modify: events are not validated, only handed to the OS.
+        let mut changed = false;
+        if differs(events, &old_events)? {
+            let interest = interest_of(events)?;
+            let failed = match this.poller.get() {
+                None => {
+                    let result = this.lock().core.modify_interest(fd, interest);
+                    result
+                        .err()
+                        .map(|(err, removed)| (backend_error(err), removed))
+                }
+                Some(poller) => poller
+                    .modify(&old_fd, interest)
+                    .err()
+                    .map(|err| (err, this.lock().core.remove_key(fd))),
+            };
+            if let Some((err, removed)) = failed {
+                drop(removed);
+                return Err(err);
+            }
+            changed = true;
+        }
+        if differs(data, &old_data)? {
+            changed = true;
+        }
+        if !changed {
+            return Ok(key.unbind().into_any());
+        }
+        let new = new_key(py, &old_fileobj, &old_fd, events, data)?;
+        this.replace_key(fd, new.clone_ref(py), events);
+        Ok(new.into_any())
+    }
+
+    #[pyo3(signature = (timeout=None))]
+    fn select<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let timeout = match parse_timeout(self.kind, timeout)? {
+            ParsedTimeout::Wait(t) => t,
+            // epoll.poll() reports a closed epoll before looking at the timeout.
+            ParsedTimeout::Refused(err) if self.kind == Kind::Epoll => {
+                let mut state = self.lock();
+                let wait = state.core.begin_wait().map_err(backend_error)?;
+                state.core.end_wait(wait);
+                return Err(err);
+            }
+            ParsedTimeout::Refused(err) => return Err(err),
+        };
+        if let Some(poller) = self.poller.get() {
+            let max_events = self.len().max(1);
+            let ready = poller.poll(py, self.kind, timeout, max_events)?;
+            let mut keyed = Vec::with_capacity(ready.len());
+            {
+                let state = self.lock();
+                for (fd, events) in ready {
+                    if let Some(entry) = state.core.keys().get(fd) {
+                        keyed.push((entry.key.clone_ref(py), events, entry.mask));
+                    }
+                }
+            }
+            return ready_list(py, keyed);
+        }
+        let mut wait = self.lock().core.begin_wait().map_err(backend_error)?;
+
+        let deadline = Deadline::after(timeout);
+        let mut left = timeout;
+        let outcome = loop {
+            match py.detach(|| wait.wait(left)) {
+                Ok(()) => break Ok(true),
+                Err(err) if is_interrupted(&err) => {
+                    if let Err(err) = py.check_signals() {
+                        break Err(err);
+                    }
+                    left = match deadline.remaining() {
+                        Remaining::Forever => None,
+                        Remaining::Left(d) => Some(d),
+                        Remaining::Expired => break Ok(false),
+                    };
+                }
+                Err(err) => break Err(os_error(&err)),
+            }
+        };
+
+        let mut ready: Vec<(Py<PyTuple>, u8, Option<i64>)> = Vec::new();
+        {
+            let mut state = self.lock();
+            if let Ok(true) = outcome {
+                let keys = state.core.keys();
+                wait.for_each_ready(&mut |fd, events| {
+                    if let Some(entry) = keys.get(fd) {
+                        ready.push((entry.key.clone_ref(py), events, entry.mask));
+                    }
+                });
+            }
+            state.core.end_wait(wait);
+        }
+        outcome?;
+        ready_list(py, ready)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        if let (Some(poller), Kind::Epoll) = (self.poller.get(), self.kind) {
+            poller.call0(py, "close")?;
+        }
+        let (entries, mapping) = {
+            let mut state = self.lock();
+            state.closed = true;
+            (state.core.close(), state.mapping.take())
+        };
+        drop(entries);
+        drop(mapping);
+        Ok(())
+    }
+
+    fn get_key(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
+        if self.lock().closed {
+            return Err(PyRuntimeError::new_err("Selector is closed"));
+        }
+        self.getitem(fileobj)
+    }
+
+    fn get_map(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let this = slf.get();
+        {
+            let state = this.lock();
+            if state.closed {
+                return Ok(None);
+            }
+            if let Some(mapping) = &state.mapping {
+                return Ok(Some(mapping.clone_ref(py)));
+            }
+        }
+        let cls = SELECTOR_MAPPING.get(py).expect("set at import").bind(py);
+        let mapping = cls.call1((slf,))?.unbind();
+        let mut state = this.lock();
+        if state.closed {
+            return Ok(None);
+        }
+        Ok(Some(state.mapping.get_or_insert(mapping).clone_ref(py)))
+    }
+
+    /// CPython's own tests read `len(s._map)`.
+    #[getter]
+    fn _map(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
+        Self::get_map(slf)
+    }
+
+    /// `_BaseSelectorImpl._key_from_fd` (Python 3.12 and older).
+    fn _key_from_fd(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> Option<Py<PyTuple>> {
+        let fd = fd.extract::<u64>().ok();
+        self.key_for(py, fd)
+    }
+
+    /// Drives `poller` (an instance of a replaced `_selector_cls`) instead of the OS.
+    fn _use_poller(&self, poller: Py<PyAny>) {
+        let _ = self.poller.set(CustomPoller::new(poller));
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Never wait for the lock here: visiting less only delays a collection.
+        let Ok(state) = self.state.try_lock() else {
+            return Ok(());
+        };
+        for (_, entry) in state.core.keys().iter() {
+            visit.call(&entry.key)?;
+        }
+        if let Some(mapping) = &state.mapping {
+            visit.call(mapping)?;
+        }
+        if let Some(poller) = self.poller.get() {
+            visit.call(poller.object())?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&self) {
+        let (entries, mapping) = match self.state.try_lock() {
+            Ok(mut state) => (state.core.close_keys(), state.mapping.take()),
+            Err(_) => return,
+        };
+        drop(entries);
+        drop(mapping);
+    }
+}
+
+macro_rules! selector_class {
+    ($name:ident, $py_name:literal, $kind:expr, $doc:literal $(, $extra:item)*) => {
+        #[doc = $doc]
+        #[pyclass(frozen, subclass, extends = SelectorBase, module = "rselectors._rselectors", name = $py_name)]
+        pub struct $name;
+
+        #[pymethods]
+        impl $name {
+            #[new]
+            fn new() -> PyResult<PyClassInitializer<Self>> {
+                Ok(PyClassInitializer::from(SelectorBase::new($kind)?).add_subclass($name))
+            }
+
+            $($extra)*
+        }
+    };
+}
+
+selector_class!(
+    EpollSelector,
+    "EpollSelector",
+    Kind::Epoll,
+    "Epoll-based selector.",
+    /// The epoll fd.
+    fn fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let base = slf.as_super().get();
+        if let Some(poller) = base.poller.get() {
+            return poller.call0(py, "fileno");
+        }
+        let state = base.lock();
+        match state.core.backend().fileno() {
+            Some(Ok(fd)) => Ok(fd.into_pyobject(py)?.into_any().unbind()),
+            Some(Err(err)) => Err(backend_error(err)),
+            None => Err(backend_error(crate::backend::Error::Closed)),
+        }
+    }
+);
+selector_class!(
+    PollSelector,
+    "PollSelector",
+    Kind::Poll,
+    "Poll-based selector."
+);
+selector_class!(
+    SelectSelector,
+    "SelectSelector",
+    Kind::Select,
+    "Select-based selector."
+);
+
+/// `[(key, events & key.events), ...]`, the list `select()` returns.
+fn ready_list(
+    py: Python<'_>,
+    ready: Vec<(Py<PyTuple>, u8, Option<i64>)>,
+) -> PyResult<Bound<'_, PyList>> {
+    let list = PyList::empty(py);
+    for (key, events, mask) in ready {
+        let key = key.into_bound(py);
+        let masked = match mask {
+            Some(mask) => (i64::from(events) & mask).into_pyobject(py)?.into_any(),
+            None => events.into_pyobject(py)?.bitand(key.get_item(2)?)?,
+        };
+        list.append(PyTuple::new(py, [key.into_any(), masked])?)?;
+    }
+    Ok(list)
+}
