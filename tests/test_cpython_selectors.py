@@ -1,0 +1,155 @@
+"""CPython's own test_selectors, run on rselectors and on the stdlib.
+
+The driver ``tests/cpython/run_test_selectors.py`` runs the running
+interpreter's ``test.test_selectors`` (with ``-u cpu`` semantics, so
+``test_above_fd_setsize`` runs) in a subprocess, once with
+``rselectors.install()`` and once on the standard library.  Every test that
+passes on the stdlib must pass on rselectors, except the ones listed in
+``KNOWN_EXCLUSIONS`` (test id -> reason).
+"""
+
+import collections
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DRIVER = Path(__file__).resolve().parent / "cpython" / "run_test_selectors.py"
+SUMMARY_PREFIX = "CPYTHON_TEST_SELECTORS_SUMMARY "
+TIMEOUT = 300
+
+# test id (e.g. "test.test_selectors.EpollSelectorTestCase.test_modify") ->
+# why it may pass on the stdlib and not on rselectors.
+KNOWN_EXCLUSIONS = {}
+
+
+def _run_driver(impl):
+    cmd = [sys.executable, str(DRIVER), "-q"]
+    if impl == "stdlib":
+        cmd.append("--stdlib")
+    env = dict(os.environ)
+    env.pop("PYTHONSAFEPATH", None)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=TIMEOUT, env=env,
+                              cwd=str(DRIVER.parent))
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr
+        if isinstance(err, bytes):
+            err = err.decode("utf-8", "replace")
+        return {"impl": impl, "error": "timed out after %ss" % TIMEOUT,
+                "stderr": (err or "")[-4000:]}
+    summaries = [line[len(SUMMARY_PREFIX):] for line in proc.stdout.splitlines()
+                 if line.startswith(SUMMARY_PREFIX)]
+    if not summaries:
+        return {"impl": impl, "error": "no summary (rc=%r)" % proc.returncode,
+                "stderr": proc.stderr[-4000:], "stdout": proc.stdout[-2000:]}
+    summary = json.loads(summaries[-1])
+    summary["returncode"] = proc.returncode
+    summary["stderr_tail"] = proc.stderr[-4000:]
+    return summary
+
+
+def _format(summary):
+    if "error" in summary:
+        return "%s: DRIVER FAILED: %s\n%s" % (
+            summary["impl"], summary["error"], summary.get("stderr", ""))
+    tests = summary["tests"]
+    counts = collections.Counter(v["outcome"] for v in tests.values())
+    lines = ["%s (Python %s, DefaultSelector=%s): run=%d passed=%d failed=%d "
+             "errors=%d skipped=%d%s" % (
+                 summary["impl"], summary["python"],
+                 summary.get("default_selector"),
+                 summary["counts"].get("run", 0), counts["passed"],
+                 counts["failed"], counts["error"], counts["skipped"],
+                 "".join(" %s=%d" % (k, counts[k]) for k in
+                         ("expected_failure", "unexpected_success")
+                         if counts[k]))]
+    if not summary.get("setup_ok"):
+        lines.append("  SETUP PROBLEMS: %s" % summary.get("setup_problems"))
+    skipped = collections.defaultdict(list)
+    for test_id, v in sorted(tests.items()):
+        if v["outcome"] == "skipped":
+            skipped[v.get("detail") or ""].append(test_id)
+    for reason, ids in sorted(skipped.items()):
+        lines.append("  skipped x%d: %r%s" % (
+            len(ids), reason, " (%s)" % ", ".join(ids) if len(ids) <= 3 else ""))
+    for test_id, v in sorted(tests.items()):
+        if v["outcome"] in ("failed", "error", "unexpected_success"):
+            detail = (v.get("detail") or "").strip().splitlines()
+            lines.append("  %s %s: %s" % (v["outcome"].upper(), test_id,
+                                           detail[-1] if detail else ""))
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def results():
+    out = {}
+    for impl in ("stdlib", "rselectors"):
+        out[impl] = _run_driver(impl)
+        print("\n" + _format(out[impl]))
+    return out
+
+
+def _report(results):
+    return "\n".join(_format(results[impl]) for impl in ("stdlib", "rselectors"))
+
+
+def test_stdlib_reference_run(results):
+    summary = results["stdlib"]
+    report = _report(results)
+    assert "error" not in summary, report
+    assert summary["setup_ok"], report
+    assert summary["counts"]["run"] > 0, report
+    # -u cpu semantics: no test is skipped for a missing resource, and the
+    # scalable selectors' test_above_fd_setsize really runs.
+    resource_skips = [t for t, v in summary["tests"].items()
+                      if v["outcome"] == "skipped"
+                      and "resource" in (v.get("detail") or "")]
+    assert not resource_skips, report
+    assert any(t.endswith(".test_above_fd_setsize") and v["outcome"] == "passed"
+               for t, v in summary["tests"].items()), report
+
+
+def test_rselectors_run_uses_rselectors(results):
+    summary = results["rselectors"]
+    report = _report(results)
+    assert "error" not in summary, report
+    assert summary["setup_ok"], report
+    assert summary["default_selector"].startswith("rselectors"), report
+    assert summary["counts"]["run"] > 0, report
+
+
+def test_rselectors_passes_what_stdlib_passes(results):
+    stdlib, ours = results["stdlib"], results["rselectors"]
+    report = _report(results)
+    assert "error" not in stdlib and "error" not in ours, report
+    assert stdlib["setup_ok"] and ours["setup_ok"], report
+    regressions = []
+    for test_id, v in sorted(stdlib["tests"].items()):
+        if v["outcome"] != "passed" or test_id in KNOWN_EXCLUSIONS:
+            continue
+        got = ours["tests"].get(test_id)
+        if got is None or got["outcome"] != "passed":
+            detail = ((got or {}).get("detail") or "").strip()
+            regressions.append("%s: %s\n%s" % (
+                test_id, got["outcome"] if got else "not run",
+                "\n".join("      " + l for l in detail.splitlines()[-12:])))
+    assert not regressions, "%d test(s) pass on the stdlib but not on " \
+        "rselectors:\n%s\n\n%s" % (len(regressions), "\n".join(regressions),
+                                   report)
+
+
+def test_known_exclusions_are_current(results):
+    stdlib, ours = results["stdlib"], results["rselectors"]
+    if "error" in stdlib or "error" in ours:
+        pytest.skip("driver failed; reported by the other tests")
+    unknown = [t for t in KNOWN_EXCLUSIONS if t not in stdlib["tests"]]
+    assert not unknown, "KNOWN_EXCLUSIONS names unknown tests: %s" % unknown
+    fixed = [t for t in KNOWN_EXCLUSIONS
+             if ours["tests"].get(t, {}).get("outcome") == "passed"]
+    for test_id in fixed:
+        print("note: excluded test now passes on rselectors: %s" % test_id)
