@@ -104,6 +104,9 @@ class PollSelector(_rselectors.PollSelector, BaseSelector):
         if self._selector_cls is not _select.poll:
             self._use_poller(self._selector_cls())
 
+    def __reduce_ex__(self, protocol):
+        raise TypeError("cannot pickle 'select.poll' object")
+
 
 class EpollSelector(_rselectors.EpollSelector, BaseSelector):
     """Epoll-based selector."""
@@ -113,6 +116,9 @@ class EpollSelector(_rselectors.EpollSelector, BaseSelector):
     def __init__(self):
         if self._selector_cls is not _select.epoll:
             self._use_poller(self._selector_cls())
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("cannot pickle 'select.epoll' object")
 
 
 DefaultSelector = EpollSelector
