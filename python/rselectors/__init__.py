@@ -82,6 +82,15 @@ class BaseSelector(metaclass=ABCMeta):
     def __exit__(self, *args):
         self.close()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # The Rust get_key() reads the table directly; the stdlib's goes through
+        # self.get_map(), which a user subclass may override: then so does this one.
+        native = _rselectors._Selector
+        if (issubclass(cls, native) and cls.get_map is not native.get_map
+                and cls.get_key is native.get_key):
+            cls.get_key = BaseSelector.get_key
+
 
 # The concrete classes: the Rust implementation first in the MRO, the ABC after it so that
 # isinstance() holds and instances take attributes and weak references like Python objects.

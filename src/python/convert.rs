@@ -9,7 +9,7 @@ use pyo3::exceptions::{
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyString};
 use pyo3::{intern, PyTypeInfo};
 
 use crate::backend::{Error, READ, WRITE};
@@ -40,7 +40,14 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
                     || err.is_instance_of::<PyTypeError>(py)
                     || err.is_instance_of::<PyValueError>(py) =>
             {
-                let msg = format!("Invalid file object: {}", fileobj.repr()?);
+                let repr = match fileobj.repr() {
+                    Ok(repr) => repr,
+                    Err(repr_err) => {
+                        repr_err.set_context(py, Some(err));
+                        return Err(repr_err);
+                    }
+                };
+                let msg = format!("Invalid file object: {repr}");
                 return Err(from_none(py, PyValueError::new_err(msg), err));
             }
             Err(err) => return Err(err),
@@ -76,9 +83,10 @@ pub fn from_none(py: Python<'_>, new: PyErr, caught: PyErr) -> PyErr {
     new
 }
 
-/// `events` as a plain number when it is an int that fits, the case worth a fast path.
+/// `events` as a plain number when it is an `int` or `bool` that fits, the case worth a fast
+/// path; a subclass may override the operators, so it takes the general path.
 pub fn events_as_i64(events: &Bound<'_, PyAny>) -> Option<i64> {
-    if events.is_instance_of::<PyInt>() {
+    if events.is_exact_instance_of::<PyInt>() || events.is_exact_instance_of::<PyBool>() {
         events.extract::<i64>().ok()
     } else {
         None

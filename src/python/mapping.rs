@@ -61,6 +61,7 @@ impl SelectorMapping {
             cursor: 0,
             len: Some(len),
             remaining: len,
+            exhausted: false,
         }
     }
 
@@ -78,6 +79,7 @@ pub struct SelectorMappingIter {
     len: Option<usize>,
     /// How many more fds this iteration may yield, as dict iterators count.
     remaining: usize,
+    exhausted: bool,
 }
 
 #[pymethods]
@@ -87,6 +89,9 @@ impl SelectorMappingIter {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        if self.exhausted {
+            return Ok(None);
+        }
         let selector = self.selector.bind(py).get();
         if self.len != Some(selector.len()) {
             self.len = None;
@@ -95,6 +100,8 @@ impl SelectorMappingIter {
             ));
         }
         let Some((next, fd)) = selector.fd_at(py, self.cursor) else {
+            // A finished dict iterator stays finished, whatever the dict does later.
+            self.exhausted = true;
             return Ok(None);
         };
         if self.remaining == 0 {
@@ -107,6 +114,16 @@ impl SelectorMappingIter {
         self.remaining -= 1;
         self.cursor = next;
         Ok(Some(fd))
+    }
+
+    /// `operator.length_hint()`: what is left, or 0 once the table changed under it.
+    fn __length_hint__(&self, py: Python<'_>) -> usize {
+        match self.len {
+            Some(len) if !self.exhausted && len == self.selector.bind(py).get().len() => {
+                self.remaining
+            }
+            _ => 0,
+        }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

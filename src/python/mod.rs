@@ -69,8 +69,11 @@ fn init_types(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let mapping_abc = py.import("collections.abc")?.getattr("Mapping")?;
     let base = py.get_type::<SelectorMapping>();
     let namespace = PyDict::new(py);
-    namespace.set_item("__slots__", PyTuple::empty(py))?;
     namespace.set_item("__module__", MODULE)?;
+    if py.version_info() < (3, 13) {
+        // Before 3.13 the stdlib's mapping inherits `get(key, default=None)` from Mapping.
+        namespace.set_item("get", mapping_abc.getattr("get")?)?;
+    }
     namespace.set_item("__doc__", "Mapping of file objects to selector keys.")?;
     let metaclass = mapping_abc.get_type();
     let mapping_cls = metaclass.call1((

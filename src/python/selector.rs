@@ -29,10 +29,7 @@ struct Entry {
 
 impl Entry {
     fn new(key: Py<PyTuple>, events: &Bound<'_, PyAny>) -> Self {
-        let mask = events_as_i64(events).filter(|_| {
-            events.is_exact_instance_of::<pyo3::types::PyInt>()
-                || events.is_exact_instance_of::<pyo3::types::PyBool>()
-        });
+        let mask = events_as_i64(events);
         Entry { key, mask }
     }
 
@@ -126,18 +123,23 @@ impl SelectorBase {
         Some(entry.key.clone_ref(py))
     }
 
-    fn not_registered(fileobj: &Bound<'_, PyAny>) -> PyErr {
+    /// `KeyError("<fileobj!r> is not registered")`, raised by the stdlib while handling the
+    /// `KeyError(fd)` of its dict lookup: a failing `repr()` carries that as its context.
+    fn not_registered(fileobj: &Bound<'_, PyAny>, fd: &Bound<'_, PyAny>) -> PyErr {
         match fileobj.repr() {
             Ok(r) => PyKeyError::new_err(format!("{r} is not registered")),
-            Err(err) => err,
+            Err(err) => {
+                err.set_context(fileobj.py(), Some(PyKeyError::new_err(fd.clone().unbind())));
+                err
+            }
         }
     }
 
     /// `get_key` and the mapping's `[]`: the key, KeyError if none.
     pub(super) fn getitem(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
-        let fd = self.lookup(fileobj)?;
+        let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
         self.key_for(fileobj.py(), fd)
-            .ok_or_else(|| Self::not_registered(fileobj))
+            .ok_or_else(|| Self::not_registered(fileobj, &fd_obj))
     }
 
     /// How many fds are registered.
@@ -213,13 +215,13 @@ impl SelectorBase {
 
     fn unregister(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
         let py = fileobj.py();
-        let fd = self.lookup(fileobj)?;
+        let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
         let removed = fd.and_then(|fd| match self.poller.get() {
             None => self.lock().core.unregister(fd),
             Some(_) => self.lock().core.remove_key(fd),
         });
         let Some(entry) = removed else {
-            return Err(Self::not_registered(fileobj));
+            return Err(Self::not_registered(fileobj, &fd_obj));
         };
         if let Some(poller) = self.poller.get() {
             poller.unregister(&entry.field(py, 1))?;
@@ -236,10 +238,10 @@ impl SelectorBase {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        let fd = this.lookup(fileobj)?;
+        let (fd_obj, fd) = this.lookup_fd_object(fileobj)?;
         let key = this
             .key_for(py, fd)
-            .ok_or_else(|| Self::not_registered(fileobj))?;
+            .ok_or_else(|| Self::not_registered(fileobj, &fd_obj))?;
         let fd = fd.expect("registered fds fit in 64 bits");
         let key = key.into_bound(py);
         let none = py.None().into_bound(py);
@@ -369,12 +371,15 @@ impl SelectorBase {
         if let (Some(poller), Kind::Epoll) = (self.poller.get(), self.kind) {
             poller.call0(py, "close")?;
         }
-        let (entries, mapping) = {
+        // As the stdlib: the OS handle closes, the keys go (a `__del__` they trigger still
+        // sees an empty map), and only then does `get_map()` start answering None.
+        let entries = self.lock().core.close();
+        drop(entries);
+        let mapping = {
             let mut state = self.lock();
             state.closed = true;
-            (state.core.close(), state.mapping.take())
+            state.mapping.take()
         };
-        drop(entries);
         drop(mapping);
         Ok(())
     }

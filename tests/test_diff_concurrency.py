@@ -1,0 +1,557 @@
+"""Threads and signals: run on both modules (the stdlib run validates the test itself).
+
+Every wait is bounded: threads are joined with a timeout and asserted finished,
+blocking selects are guarded by a watchdog that makes a registered fd readable.
+"""
+
+import signal
+import threading
+import time
+
+import pytest
+
+import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+
+R, W, RW = 1, 2, 3
+
+
+def _cls(module, kind):
+    return getattr(module, kind + "Selector")
+
+
+class BgThread:
+    """Run fn in a daemon thread, capturing its return value or exception."""
+
+    def __init__(self, fn, *args):
+        self.value = None
+        self.exc = None
+        self.started = threading.Event()
+        self.elapsed = None
+
+        def target():
+            self.started.set()
+            t0 = time.monotonic()
+            try:
+                self.value = fn(*args)
+            except BaseException as exc:  # noqa: BLE001
+                self.exc = exc
+            finally:
+                self.elapsed = time.monotonic() - t0
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+        assert self.started.wait(5)
+
+    def join(self, timeout):
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+class Watchdog:
+    """After `delay` seconds, send a byte on `sock` (unblocks a select waiting for its peer)."""
+
+    def __init__(self, sock, delay):
+        self.timer = threading.Timer(delay, self._fire, args=(sock,))
+        self.fired = False
+        self.timer.daemon = True
+        self.timer.start()
+
+    def _fire(self, sock):
+        self.fired = True
+        try:
+            sock.send(b"!")
+        except OSError:
+            pass
+
+    def cancel(self):
+        self.timer.cancel()
+
+
+# ---------------------------------------------------------------------------
+# 9. threads
+# ---------------------------------------------------------------------------
+
+
+def test_epoll_sees_registration_during_select(module, socketpair, closer):
+    """A thread blocked in EpollSelector.select(2) sees a registration made meanwhile."""
+    sel = closer(module.EpollSelector())
+    a, b = socketpair()
+    bg = BgThread(sel.select, 2)
+    time.sleep(0.1)  # let it block in epoll_wait
+    key = sel.register(a, R, "a")
+    b.send(b"x")
+    assert bg.join(3), "select() thread did not finish"
+    assert bg.exc is None, repr(bg.exc)
+    assert bg.elapsed < 1.0, "blocked select did not see the new registration (%.3fs)" % bg.elapsed
+    assert bg.value == [(key, R)]
+    assert bg.value[0][0] is key
+
+
+def test_epoll_sees_modify_during_select(module, socketpair, closer):
+    sel = closer(module.EpollSelector())
+    a, b = socketpair()
+    old_key = sel.register(a, R, "a")  # never readable: nothing is sent
+    bg = BgThread(sel.select, 2)
+    time.sleep(0.1)
+    key = sel.modify(a, RW, "a2")  # now writable
+    assert bg.join(3), "select() thread did not finish"
+    assert bg.exc is None, repr(bg.exc)
+    assert bg.elapsed < 1.0, "blocked select did not see the modify (%.3fs)" % bg.elapsed
+    # The stdlib updates the kernel before its map, so the woken thread may
+    # still see the old key (mask W & R == 0): accept either consistent pair.
+    assert len(bg.value) == 1
+    rkey, mask = bg.value[0]
+    assert (rkey is key and mask == W) or (rkey is old_key and mask == 0), bg.value
+
+
+def test_epoll_unregister_during_select_none(module, socketpair, closer):
+    """select(None) blocked; another thread unregisters a and registers a ready c."""
+    sel = closer(module.EpollSelector())
+    a, b = socketpair()
+    c, d = socketpair()
+    sel.register(a, R, "a")
+    bg = BgThread(sel.select, None)
+    dog = Watchdog(b, 3.0)
+    try:
+        time.sleep(0.1)
+        sel.unregister(a)
+        key = sel.register(c, W, "c")
+        assert bg.join(4), "select(None) thread did not finish"
+    finally:
+        dog.cancel()
+    assert not dog.fired
+    assert bg.exc is None, repr(bg.exc)
+    assert bg.value == [(key, W)]
+
+
+def test_operations_while_select_blocked(kind, module, socketpair, closer):
+    """register/modify/unregister/get_key/get_map from the main thread while another
+    thread loops in select(): no exception (no "Already borrowed"), no deadlock."""
+    sel = closer(_cls(module, kind)())
+    a, b = socketpair()
+    c, d = socketpair()
+    sel.register(c, R, "idle")  # never ready
+    stop = threading.Event()
+    loops = [0]
+
+    def selecter():
+        while not stop.is_set():
+            sel.select(0.02)
+            loops[0] += 1
+
+    bg = BgThread(selecter)
+    errors = []
+    t0 = time.monotonic()
+    try:
+        for i in range(300):
+            try:
+                k = sel.register(a, R, i)
+                assert sel.get_key(a) is k
+                k = sel.modify(a, W, i)
+                k = sel.modify(a, RW, ("x", i))
+                assert sel.get_key(a.fileno()) is k
+                assert len(sel.get_map()) == 2
+                list(sel.get_map().items())
+                assert sel.unregister(a) is k
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+                break
+            if time.monotonic() - t0 > 5:
+                break
+    finally:
+        stop.set()
+    assert bg.join(3), "select() thread did not finish"
+    assert errors == []
+    assert bg.exc is None, repr(bg.exc)
+    assert loops[0] >= 1
+
+
+def test_get_key_hammering_while_select_blocked(kind, module, socketpair, closer):
+    """Many read-only calls while a thread sits in a long select()."""
+    sel = closer(_cls(module, kind)())
+    a, b = socketpair()
+    key = sel.register(a, R, "a")
+    bg = BgThread(sel.select, 1.0)
+    dog = Watchdog(b, 3.0)
+    try:
+        time.sleep(0.05)
+        for _ in range(500):
+            assert sel.get_key(a) is key
+            assert a in sel.get_map()
+            assert sel.get_map()[a.fileno()] is key
+            assert len(sel.get_map()) == 1
+        b.send(b"x")
+        assert bg.join(3), "select() thread did not finish"
+    finally:
+        dog.cancel()
+    assert bg.exc is None, repr(bg.exc)
+    assert bg.value == [(key, R)]
+
+
+def test_close_while_select_blocked(kind, module, socketpair):
+    """close() from another thread while select(None) is blocked: close returns promptly,
+    no exception; the blocked select then returns (made ready) and the thread finishes."""
+    sel = _cls(module, kind)()
+    a, b = socketpair()
+    sel.register(a, R, "a")
+    bg = BgThread(sel.select, None)
+    dog = Watchdog(b, 4.0)
+    try:
+        time.sleep(0.1)
+        closer_thread = BgThread(sel.close)
+        closed_promptly = closer_thread.join(1.0)
+        b.send(b"x")  # wake the blocked select
+        assert bg.join(3), "select(None) thread did not finish after the fd became ready"
+        assert closer_thread.join(3), "close() never returned"
+    finally:
+        dog.cancel()
+        sel.close()
+    assert closed_promptly, "close() blocked while another thread was in select()"
+    assert closer_thread.exc is None, repr(closer_thread.exc)
+    assert bg.exc is None, repr(bg.exc)
+    assert bg.value == []
+    assert sel.get_map() is None
+
+
+def test_two_selectors_two_threads(kind, module, socketpair, closer):
+    """Independent selectors in independent threads don't serialize each other."""
+    s1 = closer(_cls(module, kind)())
+    s2 = closer(_cls(module, kind)())
+    a, b = socketpair()
+    c, d = socketpair()
+    s1.register(a, R)
+    s2.register(c, R)
+    t1 = BgThread(s1.select, 1.5)
+    t2 = BgThread(s2.select, 1.5)
+    time.sleep(0.05)
+    d.send(b"x")
+    assert t2.join(2)
+    assert t2.elapsed < 1.0, "select on s2 was blocked by select on s1 (GIL/lock held?)"
+    b.send(b"x")
+    assert t1.join(2)
+    assert t1.exc is None and t2.exc is None
+    assert len(t1.value) == 1 and len(t2.value) == 1
+
+
+def test_gil_released_during_select(kind, module, socketpair, closer):
+    """While one thread waits in select(0.3), the main thread keeps running Python code."""
+    sel = closer(_cls(module, kind)())
+    a, b = socketpair()
+    sel.register(a, R)
+    bg = BgThread(sel.select, 0.3)
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < 0.2:
+        n += 1
+    assert bg.join(3)
+    assert bg.exc is None and bg.value == []
+    assert n > 1000
+
+
+# ---------------------------------------------------------------------------
+# 10. signals
+# ---------------------------------------------------------------------------
+
+
+class AlarmBoom(Exception):
+    pass
+
+
+@pytest.fixture
+def sigalrm():
+    """Install a SIGALRM handler; restore the previous one and cancel timers afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.fail("signal tests must run in the main thread")
+    old = signal.getsignal(signal.SIGALRM)
+
+    def install(handler):
+        signal.signal(signal.SIGALRM, handler)
+
+    try:
+        yield install
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("registered", [False, True], ids=["empty", "idle-fd"])
+def test_signal_handler_exception_propagates(kind, module, sigalrm, socketpair, closer, registered):
+    sel = closer(_cls(module, kind)())
+    a, b = socketpair()
+    if registered:
+        sel.register(a, R)
+
+    def handler(signum, frame):
+        raise AlarmBoom("alarm")
+
+    sigalrm(handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+    t0 = time.monotonic()
+    with pytest.raises(AlarmBoom, match="alarm"):
+        sel.select(2)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.0, "handler exception not propagated promptly (%.3fs)" % elapsed
+    # the selector is still usable afterwards
+    assert sel.select(0) == []
+
+
+def test_signal_handler_exception_propagates_select_none(kind, module, sigalrm, socketpair, closer):
+    """select(None) (infinite) must also be interruptible by a raising handler."""
+    sel = closer(_cls(module, kind)())
+    a, b = socketpair()
+    sel.register(a, R)
+
+    def handler(signum, frame):
+        raise AlarmBoom("alarm-none")
+
+    sigalrm(handler)
+    dog = Watchdog(b, 3.0)  # makes `a` readable if the signal is swallowed
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        t0 = time.monotonic()
+        try:
+            result = sel.select(None)
+        except AlarmBoom:
+            result = "raised"
+        elapsed = time.monotonic() - t0
+    finally:
+        dog.cancel()
+    assert result == "raised", "select(None) returned %r instead of raising" % (result,)
+    assert elapsed < 1.0
+
+
+def test_signal_benign_handler_keeps_timeout(kind, module, sigalrm, socketpair, closer):
+    """A handler firing every 50 ms during select(0.3): [] after >= 0.3 s, < 1.5 s."""
+    sel = closer(_cls(module, kind)())
+    a, b = socketpair()
+    sel.register(a, R)
+    hits = [0]
+
+    def handler(signum, frame):
+        hits[0] += 1
+
+    sigalrm(handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+    t0 = time.monotonic()
+    try:
+        result = sel.select(0.3)
+    finally:
+        elapsed = time.monotonic() - t0
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    assert result == []
+    assert elapsed >= 0.3, "select returned early after a signal (%.3fs)" % elapsed
+    assert elapsed < 1.5
+    assert hits[0] >= 2, "the handler did not run during select (hits=%d)" % hits[0]
+
+
+def test_signal_benign_handler_empty_selector(kind, module, sigalrm, closer):
+    sel = closer(_cls(module, kind)())
+    hits = [0]
+
+    def handler(signum, frame):
+        hits[0] += 1
+
+    sigalrm(handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+    t0 = time.monotonic()
+    try:
+        result = sel.select(0.2)
+    finally:
+        elapsed = time.monotonic() - t0
+        signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    assert result == []
+    assert 0.2 <= elapsed < 1.5
+    assert hits[0] >= 1
+
+
+def test_signal_handler_runs_before_ready_result(kind, module, sigalrm, socketpair, closer):
+    """Handler makes the fd readable: the interrupted select then reports it."""
+    sel = closer(_cls(module, kind)())
+    a, b = socketpair()
+    key = sel.register(a, R, "a")
+
+    def handler(signum, frame):
+        b.send(b"x")
+
+    sigalrm(handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.05)
+    t0 = time.monotonic()
+    result = sel.select(2)
+    elapsed = time.monotonic() - t0
+    assert result == [(key, R)]
+    assert result[0][0] is key
+    assert elapsed < 1.0
+
+
+def test_concurrent_select_calls(kind, module, socketpair, closer):
+    """A second select() while one is in progress: PollSelector raises
+    RuntimeError("concurrent poll() invocation"); Epoll/Select both wait."""
+    sel = closer(_cls(module, kind)())
+    a, b = socketpair()
+    sel.register(a, R)
+    bg = BgThread(sel.select, 0.5)
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    try:
+        result = ("ok", sel.select(0.05))
+    except Exception as exc:  # noqa: BLE001
+        result = ("raise", type(exc).__name__, str(exc))
+    elapsed = time.monotonic() - t0
+    assert bg.join(3)
+    assert bg.exc is None, repr(bg.exc)
+    if kind == "Poll":
+        assert result == ("raise", "RuntimeError", "concurrent poll() invocation")
+    else:
+        assert result == ("ok", [])
+        assert elapsed >= 0.05
+
+
+# ---------------------------------------------------------------------------
+# re-entrancy: user code (__del__, __ne__, fileno, __and__) calling back into the
+# selector from inside an operation must not deadlock or raise "Already borrowed".
+# ---------------------------------------------------------------------------
+
+
+def _run_guarded(fn, timeout=5.0):
+    """Run fn in a thread; return its outcome, or "DEADLOCK" if it does not finish."""
+    bg = BgThread(fn)
+    if not bg.join(timeout):
+        return "DEADLOCK"
+    if bg.exc is not None:
+        return ("raise", type(bg.exc).__name__, str(bg.exc))
+    return ("ok", bg.value)
+
+
+def _probe_factory(sel, log, a, c):
+    def probe(tag):
+        for name, fn in (
+            ("len", lambda: len(sel.get_map())),
+            ("get_key", lambda: sel.get_key(a).data is not None),
+            ("in", lambda: c in sel.get_map()),
+        ):
+            try:
+                log.append((tag, name, "ok", fn()))
+            except Exception as exc:  # noqa: BLE001
+                log.append((tag, name, "raise", type(exc).__name__))
+
+    return probe
+
+
+def test_reentrant_callbacks(differ):
+    """__del__ of data dropped by modify/unregister, __ne__ of data, fileobj.fileno() all call
+    back into the selector: no deadlock, no "Already borrowed", same observations."""
+    import gc as _gc
+
+    def scenario(side):
+        sel = side.selector()
+        a, b = side.socketpair()
+        c, d = side.socketpair("t")
+        log = []
+        probe = _probe_factory(sel, log, a, c)
+
+        class DelData:
+            def __init__(self, tag):
+                self.tag = tag
+
+            def __del__(self):
+                probe("del-" + self.tag)
+                try:
+                    sel.register(d, R, "from-del-" + self.tag)
+                    sel.unregister(d)
+                    log.append(("del-" + self.tag, "register+unregister", "ok"))
+                except Exception as exc:  # noqa: BLE001
+                    log.append(("del-" + self.tag, "register+unregister", "raise", type(exc).__name__))
+
+        class NeData:
+            def __ne__(self, other):
+                probe("ne")
+                return True
+
+            __hash__ = object.__hash__
+
+        class FilenoProbe:
+            def fileno(self):
+                probe("fileno")
+                return c.fileno()
+
+        def ops():
+            sel.register(a, R, DelData("1"))
+            sel.modify(a, R, DelData("2"))  # data-only: drops the key holding DelData("1")
+            sel.modify(a, W, NeData())  # events change; then data != old data -> DelData("2") dropped
+            sel.modify(a, W, NeData())  # NeData.__ne__ runs
+            sel.register(FilenoProbe(), R, "probe")
+            b.send(b"x")
+            sel.select(0)
+            sel.modify(a, R, DelData("3"))
+            sel.unregister(a)  # the returned key (DelData("3")) is dropped by the caller
+            sel.register(a, R, "plain")
+            sel.close()
+            _gc.collect()
+            return "done"
+
+        side.check("outcome", _run_guarded(ops))
+        side.check("log", log)
+
+    differ(scenario)
+
+
+def test_del_during_close(differ):
+    """A data finalizer running while close() drops the keys: what it sees of the selector
+    (the stdlib clears the keys first, then sets get_map() to None)."""
+
+    def scenario(side):
+        sel = side.selector()
+        a, b = side.socketpair()
+        c, d = side.socketpair("t")
+        log = []
+        probe = _probe_factory(sel, log, a, c)
+
+        class DelData:
+            def __del__(self):
+                probe("del-in-close")
+
+        def ops():
+            sel.register(a, R, DelData())
+            sel.close()
+            return "done"
+
+        side.check("outcome", _run_guarded(ops))
+        side.check("log", log)
+
+    differ(scenario)
+
+
+class _EventsProbe(int):
+    """An int subclass whose & records its calls."""
+
+    calls = None
+
+    def __and__(self, other):
+        _EventsProbe.calls.append(("and", int(self), other))
+        return int(self) & other
+
+    def __rand__(self, other):
+        _EventsProbe.calls.append(("rand", int(self), other))
+        return other & int(self)
+
+
+def test_events_int_subclass_operators(differ):
+    """events is an int subclass overriding &: the stdlib computes `events & ~3`,
+    `events & EVENT_READ`, `events & EVENT_WRITE` and `ready & key.events` with Python
+    operators, so the overrides run (same count and arguments expected)."""
+
+    def scenario(side):
+        sel = side.selector()
+        a, b = side.socketpair()
+        _EventsProbe.calls = []
+        side.rec("register", sel.register, a, _EventsProbe(RW), "d")
+        side.check("calls after register", _EventsProbe.calls)
+        _EventsProbe.calls = []
+        b.send(b"x")
+        side.rec("select", lambda: sel.select(0)[0][1])
+        side.check("calls after select", _EventsProbe.calls)
+        _EventsProbe.calls = []
+        side.rec("modify", sel.modify, a, _EventsProbe(R), "d")
+        side.check("calls after modify", _EventsProbe.calls)
+
+    differ(scenario)
