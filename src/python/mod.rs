@@ -8,6 +8,7 @@ mod mapping;
 mod poller;
 mod selector;
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -21,6 +22,9 @@ static SELECTOR_KEY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 /// `get_map()`'s class: our mapping base mixed with `collections.abc.Mapping`.
 static SELECTOR_MAPPING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
+/// `SelectorKey(fileobj, fd, events, data)`, built the way `tuple.__new__` builds a tuple
+/// subclass instance, without the namedtuple's Python-level `__new__` (a third of the cost
+/// of `register`).
 fn new_key<'py>(
     py: Python<'py>,
     fileobj: &Bound<'py, PyAny>,
@@ -28,9 +32,21 @@ fn new_key<'py>(
     events: &Bound<'py, PyAny>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Py<PyTuple>> {
-    let cls = SELECTOR_KEY.get(py).expect("set at import").bind(py);
-    let key = cls.call1((fileobj, fd, events, data))?;
-    Ok(key.cast_into::<PyTuple>()?.unbind())
+    let cls = SELECTOR_KEY.get(py).expect("set at import");
+    // SAFETY: SelectorKey is a namedtuple, a tuple subclass with no fields of its own, so its
+    // allocator returns a 4-slot tuple; each slot gets a new reference before Python sees it.
+    unsafe {
+        let key = ffi::PyType_GenericAlloc(cls.as_ptr().cast(), 4);
+        if key.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for (i, item) in [fileobj, fd, events, data].into_iter().enumerate() {
+            ffi::PyTuple_SET_ITEM(key, i as ffi::Py_ssize_t, item.clone().into_ptr());
+        }
+        Ok(Bound::from_owned_ptr(py, key)
+            .cast_into_unchecked::<PyTuple>()
+            .unbind())
+    }
 }
 
 /// Builds `SelectorKey` and the mapping class, as the stdlib does at import.
