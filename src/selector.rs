@@ -28,6 +28,11 @@ impl<B: Backend, K> Selector<B, K> {
         &self.keys
     }
 
+    /// The stored key of `fd`, to update what the binding caches in it.
+    pub fn key_mut(&mut self, fd: u64) -> Option<&mut K> {
+        self.keys.get_mut(fd)
+    }
+
     pub fn backend(&self) -> &B {
         &self.backend
     }

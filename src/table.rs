@@ -79,6 +79,11 @@ impl<K> KeyTable<K> {
         self.entries[pos].as_ref().map(|(_, k)| k)
     }
 
+    pub fn get_mut(&mut self, fd: u64) -> Option<&mut K> {
+        let pos = self.position(fd)?;
+        self.entries[pos].as_mut().map(|(_, k)| k)
+    }
+
     /// Adds `key` for `fd` at the end of the registration order. Returns the key back when
     /// the fd is already registered.
     pub fn insert(&mut self, fd: u64, key: K) -> Result<(), K> {

@@ -20,17 +20,40 @@ use crate::selector::{RegisterError, Selector};
 use crate::sys::is_interrupted;
 use crate::timeout::{Deadline, Remaining};
 
-/// What the table holds per fd: the `SelectorKey` handed to Python, and its `events` as a
-/// plain number when it is one (the mask `select()` applies).
+/// What the table holds per fd: the `SelectorKey` handed to Python, its `events` as a plain
+/// number when it is one (the mask `select()` applies), and the `(key, events)` tuples
+/// `select()` has returned for it, indexed by `events`, so a ready fd costs a list append.
 struct Entry {
     key: Py<PyTuple>,
     mask: Option<i64>,
+    results: [Option<Py<PyTuple>>; 4],
 }
 
 impl Entry {
     fn new(key: Py<PyTuple>, events: &Bound<'_, PyAny>) -> Self {
         let mask = events_as_i64(events);
-        Entry { key, mask }
+        Entry {
+            key,
+            mask,
+            results: Default::default(),
+        }
+    }
+
+    /// What `select()` reports for this entry when the OS says `events`: the cached tuple, or
+    /// what is needed to build one.
+    fn ready(&self, py: Python<'_>, fd: u64, events: u8) -> Ready {
+        let masked = self
+            .mask
+            .map(|mask| (i64::from(events) & mask & 3) as usize);
+        match masked.and_then(|m| self.results[m].as_ref()) {
+            Some(tuple) => Ready::Cached(tuple.clone_ref(py)),
+            None => Ready::Build {
+                fd,
+                key: self.key.clone_ref(py),
+                events,
+                masked,
+            },
+        }
     }
 
     fn field<'py>(&self, py: Python<'py>, index: usize) -> Bound<'py, PyAny> {
@@ -153,6 +176,48 @@ impl SelectorBase {
         let state = self.lock();
         let (next, _, entry) = state.core.keys().entry_at(cursor)?;
         Some((next, entry.field(py, 1).unbind()))
+    }
+
+    /// `[(key, events & key.events), ...]`, the list `select()` returns. Tuples built here
+    /// are cached in their entry (if it still holds the same key) for the next call.
+    fn ready_list<'py>(&self, py: Python<'py>, ready: Vec<Ready>) -> PyResult<Bound<'py, PyList>> {
+        let mut built = Vec::new();
+        let mut items = Vec::with_capacity(ready.len());
+        for item in ready {
+            match item {
+                Ready::Cached(tuple) => items.push(tuple),
+                Ready::Build {
+                    fd,
+                    key,
+                    events,
+                    masked,
+                } => {
+                    let key = key.into_bound(py);
+                    let events_obj = match masked {
+                        Some(m) => m.into_pyobject(py)?.into_any(),
+                        None => events.into_pyobject(py)?.bitand(key.get_item(2)?)?,
+                    };
+                    let tuple = PyTuple::new(py, [key.as_any(), &events_obj])?.unbind();
+                    if let Some(m) = masked {
+                        built.push((fd, key.unbind(), m, tuple.clone_ref(py)));
+                    }
+                    items.push(tuple);
+                }
+            }
+        }
+        let list = PyList::new(py, items)?;
+        if !built.is_empty() {
+            let mut state = self.lock();
+            for (fd, key, m, tuple) in built.iter_mut() {
+                if let Some(entry) = state.core.key_mut(*fd) {
+                    if entry.key.is(&*key) && entry.results[*m].is_none() {
+                        entry.results[*m] = Some(tuple.clone_ref(py));
+                    }
+                }
+            }
+        }
+        drop(built);
+        Ok(list)
     }
 
     /// `_BaseSelectorImpl.modify`'s shortcut: a new key with new data, no system call.
@@ -317,17 +382,17 @@ impl SelectorBase {
         };
         if let Some(poller) = self.poller.get() {
             let max_events = self.len().max(1);
-            let ready = poller.poll(py, self.kind, timeout, max_events)?;
-            let mut keyed = Vec::with_capacity(ready.len());
+            let polled = poller.poll(py, self.kind, timeout, max_events)?;
+            let mut ready = Vec::with_capacity(polled.len());
             {
                 let state = self.lock();
-                for (fd, events) in ready {
+                for (fd, events) in polled {
                     if let Some(entry) = state.core.keys().get(fd) {
-                        keyed.push((entry.key.clone_ref(py), events, entry.mask));
+                        ready.push(entry.ready(py, fd, events));
                     }
                 }
             }
-            return ready_list(py, keyed);
+            return self.ready_list(py, ready);
         }
         let mut wait = self.lock().core.begin_wait().map_err(backend_error)?;
 
@@ -350,21 +415,21 @@ impl SelectorBase {
             }
         };
 
-        let mut ready: Vec<(Py<PyTuple>, u8, Option<i64>)> = Vec::new();
+        let mut ready = Vec::new();
         {
             let mut state = self.lock();
             if let Ok(true) = outcome {
                 let keys = state.core.keys();
                 wait.for_each_ready(&mut |fd, events| {
                     if let Some(entry) = keys.get(fd) {
-                        ready.push((entry.key.clone_ref(py), events, entry.mask));
+                        ready.push(entry.ready(py, fd, events));
                     }
                 });
             }
             state.core.end_wait(wait);
         }
         outcome?;
-        ready_list(py, ready)
+        self.ready_list(py, ready)
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
@@ -436,6 +501,9 @@ impl SelectorBase {
         };
         for (_, entry) in state.core.keys().iter() {
             visit.call(&entry.key)?;
+            for tuple in entry.results.iter().flatten() {
+                visit.call(tuple)?;
+            }
         }
         if let Some(mapping) = &state.mapping {
             visit.call(mapping)?;
@@ -507,19 +575,15 @@ selector_class!(
     "Select-based selector."
 );
 
-/// `[(key, events & key.events), ...]`, the list `select()` returns.
-fn ready_list(
-    py: Python<'_>,
-    ready: Vec<(Py<PyTuple>, u8, Option<i64>)>,
-) -> PyResult<Bound<'_, PyList>> {
-    let list = PyList::empty(py);
-    for (key, events, mask) in ready {
-        let key = key.into_bound(py);
-        let masked = match mask {
-            Some(mask) => (i64::from(events) & mask).into_pyobject(py)?.into_any(),
-            None => events.into_pyobject(py)?.bitand(key.get_item(2)?)?,
-        };
-        list.append(PyTuple::new(py, [key.into_any(), masked])?)?;
-    }
-    Ok(list)
+/// One ready fd, as found under the lock.
+enum Ready {
+    /// The `(key, events)` tuple returned for the same key and events before.
+    Cached(Py<PyTuple>),
+    /// A tuple to build; `masked` is `events & key.events` when both are plain numbers.
+    Build {
+        fd: u64,
+        key: Py<PyTuple>,
+        events: u8,
+        masked: Option<usize>,
+    },
 }
