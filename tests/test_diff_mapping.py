@@ -426,8 +426,8 @@ def test_private_hooks(differ):
         side.rec("_map is get_map()", lambda: sel._map is sel.get_map())
         side.rec("len(_map)", lambda: len(sel._map))
         side.rec("_key_from_fd(fd) is key", lambda: sel._key_from_fd(a.fileno()) is k)
-        side.rec("_key_from_fd(unknown)", sel._key_from_fd, b.fileno())
-        side.rec("_key_from_fd(-1)", sel._key_from_fd, -1)
+        side.rec("_key_from_fd(unknown)", lambda: sel._key_from_fd(b.fileno()))
+        side.rec("_key_from_fd(-1)", lambda: sel._key_from_fd(-1))
         sel.close()
         side.rec("_map after close", lambda: sel._map)
 

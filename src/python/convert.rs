@@ -5,7 +5,8 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use pyo3::exceptions::{
-    PyAttributeError, PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError,
+    PyAttributeError, PyOSError, PyOverflowError, PyRuntimeError, PyRuntimeWarning, PyTypeError,
+    PyValueError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -67,6 +68,22 @@ fn invalid_fd(fd: &Bound<'_, PyAny>) -> PyErr {
         Ok(text) => PyValueError::new_err(format!("Invalid file descriptor: {text}")),
         Err(err) => err,
     }
+}
+
+/// Python 3.13 changed a few behaviours of selectors.py and the select module.
+pub fn python_3_13(py: Python<'_>) -> bool {
+    static AT_LEAST: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AT_LEAST.get_or_init(|| py.version_info() >= (3, 13))
+}
+
+/// From 3.13 the select module warns when a bool is passed where it wants an fd.
+pub fn warn_if_bool_fd(fd: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = fd.py();
+    if fd.is_exact_instance_of::<PyBool>() && python_3_13(py) {
+        let category = py.get_type::<PyRuntimeWarning>();
+        PyErr::warn(py, &category, c"bool is used as a file descriptor", 1)?;
+    }
+    Ok(())
 }
 
 /// `"{}".format(obj)`.
@@ -308,7 +325,18 @@ fn refused_by_stdlib(py: Python<'_>, kind: Kind, value: &Bound<'_, PyAny>) -> Pa
     };
     match attempt() {
         Err(err) => ParsedTimeout::Refused(err),
-        // The stdlib took it after all: wait as long as a timeout can say.
-        Ok(()) => ParsedTimeout::Wait(None),
+        // The stdlib took it after all (3.9's select() truncates a Decimal with __int__, say):
+        // wait what it would have waited.
+        Ok(()) => ParsedTimeout::Wait(Some(accepted_anyway(kind, value))),
     }
+}
+
+fn accepted_anyway(kind: Kind, value: &Bound<'_, PyAny>) -> Duration {
+    let as_int = || -> Option<i64> { value.call_method0("__int__").ok()?.extract().ok() };
+    let converted = match kind {
+        Kind::Select => as_int().map(timeout::select_whole_seconds),
+        Kind::Poll => as_int().map(timeout::poll_wait_millis),
+        Kind::Epoll => value.extract::<f64>().ok().map(timeout::epoll_wait_millis),
+    };
+    converted.and_then(Result::ok).unwrap_or(Duration::ZERO)
 }

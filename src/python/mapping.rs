@@ -12,7 +12,7 @@ use super::selector::SelectorBase;
     frozen,
     subclass,
     module = "rselectors._rselectors",
-    name = "_SelectorMappingBase"
+    name = "_SelectorMapping"
 )]
 pub struct SelectorMapping {
     selector: Py<SelectorBase>,

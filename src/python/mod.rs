@@ -73,8 +73,14 @@ fn init_types(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ),
         (
             "data",
-            "Optional opaque data associated to this file object.\nFor example, this could be \
-             used to store a per-client session ID.",
+            if py.version_info() < (3, 11) {
+                // Set inside an indented `if` block in 3.9 and 3.10's selectors.py.
+                "Optional opaque data associated to this file object.\n    For example, this \
+                 could be used to store a per-client session ID."
+            } else {
+                "Optional opaque data associated to this file object.\nFor example, this could \
+                 be used to store a per-client session ID."
+            },
         ),
     ] {
         key_cls.getattr(field)?.setattr("__doc__", doc)?;
@@ -111,5 +117,9 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PollSelector>()?;
     m.add_class::<SelectSelector>()?;
     m.add_class::<SelectorMapping>()?;
+    if m.py().version_info() >= (3, 13) {
+        // Removed from selectors.py in 3.13 (gh-106554).
+        m.getattr("_Selector")?.delattr("_key_from_fd")?;
+    }
     init_types(m)
 }

@@ -3,15 +3,18 @@
 //! re-enter); under it Python objects are only cloned (an incref).
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyBool, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use super::convert::{
     backend_error, check_register_events, differs, events_as_i64, fileobj_to_fd, interest_of,
-    os_error, parse_timeout, python_format, FdNum, Kind, ParsedTimeout,
+    os_error, parse_timeout, python_3_13, python_format, warn_if_bool_fd, FdNum, Kind,
+    ParsedTimeout,
 };
 use super::poller::CustomPoller;
 use super::{new_key, SELECTOR_MAPPING};
@@ -25,13 +28,14 @@ use crate::timeout::{Deadline, Remaining};
 /// `select()` has returned for it, indexed by `events`, so a ready fd costs a list append.
 struct Entry {
     key: Py<PyTuple>,
-    mask: Option<i64>,
+    /// `key.events & 3`: all that `events & key.events` can keep of an `events` in 0..=3.
+    mask: Option<u8>,
     results: [Option<Py<PyTuple>>; 4],
 }
 
 impl Entry {
     fn new(key: Py<PyTuple>, events: &Bound<'_, PyAny>) -> Self {
-        let mask = events_as_i64(events);
+        let mask = events_as_i64(events).map(|e| (e & 3) as u8);
         Entry {
             key,
             mask,
@@ -42,9 +46,7 @@ impl Entry {
     /// What `select()` reports for this entry when the OS says `events`: the cached tuple, or
     /// what is needed to build one.
     fn ready(&self, py: Python<'_>, fd: u64, events: u8) -> Ready {
-        let masked = self
-            .mask
-            .map(|mask| (i64::from(events) & mask & 3) as usize);
+        let masked = self.mask.map(|mask| usize::from(events & mask));
         match masked.and_then(|m| self.results[m].as_ref()) {
             Some(tuple) => Ready::Cached(tuple.clone_ref(py)),
             None => Ready::Build {
@@ -70,6 +72,8 @@ struct State {
     closed: bool,
     /// The mapping `get_map()` hands out, made on first use, dropped by `close()`.
     mapping: Option<Py<PyAny>>,
+    /// How many registered fds are bools (`True`): a select() selector warns about them.
+    bool_fds: usize,
 }
 
 /// The shared base of the selector classes.
@@ -99,6 +103,7 @@ impl SelectorBase {
                 core: Selector::new(backend),
                 closed: false,
                 mapping: None,
+                bool_fds: 0,
             }),
             poller: OnceLock::new(),
         })
@@ -148,11 +153,15 @@ impl SelectorBase {
 
     /// `KeyError("<fileobj!r> is not registered")`, raised by the stdlib while handling the
     /// `KeyError(fd)` of its dict lookup: a failing `repr()` carries that as its context.
-    fn not_registered(fileobj: &Bound<'_, PyAny>, fd: &Bound<'_, PyAny>) -> PyErr {
+    /// (From 3.13 the mapping's lookup raises outside any handler: `fd` is then None.)
+    fn not_registered(fileobj: &Bound<'_, PyAny>, fd: Option<&Bound<'_, PyAny>>) -> PyErr {
         match fileobj.repr() {
             Ok(r) => PyKeyError::new_err(format!("{r} is not registered")),
             Err(err) => {
-                err.set_context(fileobj.py(), Some(PyKeyError::new_err(fd.clone().unbind())));
+                if let Some(fd) = fd {
+                    let context = PyKeyError::new_err(fd.clone().unbind());
+                    err.set_context(fileobj.py(), Some(context));
+                }
                 err
             }
         }
@@ -160,9 +169,12 @@ impl SelectorBase {
 
     /// `get_key` and the mapping's `[]`: the key, KeyError if none.
     pub(super) fn getitem(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
+        let py = fileobj.py();
         let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
-        self.key_for(fileobj.py(), fd)
-            .ok_or_else(|| Self::not_registered(fileobj, &fd_obj))
+        self.key_for(py, fd).ok_or_else(|| {
+            let handling = (!python_3_13(py)).then_some(&fd_obj);
+            Self::not_registered(fileobj, handling)
+        })
     }
 
     /// How many fds are registered.
@@ -180,32 +192,44 @@ impl SelectorBase {
 
     /// `[(key, events & key.events), ...]`, the list `select()` returns. Tuples built here
     /// are cached in their entry (if it still holds the same key) for the next call.
-    fn ready_list<'py>(&self, py: Python<'py>, ready: Vec<Ready>) -> PyResult<Bound<'py, PyList>> {
+    fn ready_list<'py>(
+        &self,
+        py: Python<'py>,
+        mut ready: Vec<Ready>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        // First every tuple (this may run Python code, for an `events` that is no plain int),
+        // then the list, filled where no Python code can see it half-made.
         let mut built = Vec::new();
-        let mut items = Vec::with_capacity(ready.len());
-        for item in ready {
-            match item {
-                Ready::Cached(tuple) => items.push(tuple),
-                Ready::Build {
-                    fd,
-                    key,
-                    events,
-                    masked,
-                } => {
-                    let key = key.into_bound(py);
-                    let events_obj = match masked {
-                        Some(m) => m.into_pyobject(py)?.into_any(),
-                        None => events.into_pyobject(py)?.bitand(key.get_item(2)?)?,
-                    };
-                    let tuple = PyTuple::new(py, [key.as_any(), &events_obj])?.unbind();
-                    if let Some(m) = masked {
-                        built.push((fd, key.unbind(), m, tuple.clone_ref(py)));
-                    }
-                    items.push(tuple);
+        for item in ready.iter_mut() {
+            if let Ready::Build {
+                fd,
+                key,
+                events,
+                masked,
+            } = item
+            {
+                let key = key.bind(py);
+                let events_obj = match *masked {
+                    Some(m) => m.into_pyobject(py)?.into_any(),
+                    None => events.into_pyobject(py)?.bitand(key.get_item(2)?)?,
+                };
+                let tuple = PyTuple::new(py, [key.as_any(), &events_obj])?.unbind();
+                if let Some(m) = *masked {
+                    built.push((*fd, key.clone().unbind(), m, tuple.clone_ref(py)));
                 }
+                *item = Ready::Cached(tuple);
             }
         }
-        let list = PyList::new(py, items)?;
+        let list = new_list(py, ready.len())?;
+        for (i, item) in ready.into_iter().enumerate() {
+            if let Ready::Cached(tuple) = item {
+                // SAFETY: `list` has `ready.len()` empty slots and no one else has seen it;
+                // each slot is filled once, with a reference the list takes over.
+                unsafe {
+                    ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr())
+                };
+            }
+        }
         if !built.is_empty() {
             let mut state = self.lock();
             for (fd, key, m, tuple) in built.iter_mut() {
@@ -246,6 +270,10 @@ impl SelectorBase {
             return Err(backend_error(crate::backend::Error::FdTooLarge));
         };
         let interest = interest_of(events)?;
+        if self.kind != Kind::Select {
+            warn_if_bool_fd(&fd_obj)?;
+        }
+        let is_bool = fd_obj.is_exact_instance_of::<PyBool>();
         let entry = Entry::new(key.clone_ref(py), events);
         let result = match self.poller.get() {
             None => self.lock().core.register(fd, interest, entry),
@@ -262,7 +290,12 @@ impl SelectorBase {
             }
         };
         match result {
-            Ok(()) => Ok(key),
+            Ok(()) => {
+                if is_bool {
+                    self.lock().bool_fds += 1;
+                }
+                Ok(key)
+            }
             Err(RegisterError::AlreadyRegistered(entry)) => {
                 drop(entry);
                 Err(PyKeyError::new_err(format!(
@@ -286,10 +319,18 @@ impl SelectorBase {
             Some(_) => self.lock().core.remove_key(fd),
         });
         let Some(entry) = removed else {
-            return Err(Self::not_registered(fileobj, &fd_obj));
+            return Err(Self::not_registered(fileobj, Some(&fd_obj)));
         };
+        let fd_obj = entry.field(py, 1);
+        if fd_obj.is_exact_instance_of::<PyBool>() {
+            let mut state = self.lock();
+            state.bool_fds = state.bool_fds.saturating_sub(1);
+        }
+        if self.kind != Kind::Select {
+            warn_if_bool_fd(&fd_obj)?;
+        }
         if let Some(poller) = self.poller.get() {
-            poller.unregister(&entry.field(py, 1))?;
+            poller.unregister(&fd_obj)?;
         }
         Ok(entry.key)
     }
@@ -306,7 +347,7 @@ impl SelectorBase {
         let (fd_obj, fd) = this.lookup_fd_object(fileobj)?;
         let key = this
             .key_for(py, fd)
-            .ok_or_else(|| Self::not_registered(fileobj, &fd_obj))?;
+            .ok_or_else(|| Self::not_registered(fileobj, Some(&fd_obj)))?;
         let fd = fd.expect("registered fds fit in 64 bits");
         let key = key.into_bound(py);
         let none = py.None().into_bound(py);
@@ -334,17 +375,20 @@ impl SelectorBase {
         let mut changed = false;
         if differs(events, &old_events)? {
             let interest = interest_of(events)?;
-            let failed = match this.poller.get() {
-                None => {
-                    let result = this.lock().core.modify_interest(fd, interest);
-                    result
+            let failed = match warn_if_bool_fd(&old_fd) {
+                Err(err) => Some((err, this.lock().core.remove_key(fd))),
+                Ok(()) => match this.poller.get() {
+                    None => {
+                        let result = this.lock().core.modify_interest(fd, interest);
+                        result
+                            .err()
+                            .map(|(err, removed)| (backend_error(err), removed))
+                    }
+                    Some(poller) => poller
+                        .modify(&old_fd, interest)
                         .err()
-                        .map(|(err, removed)| (backend_error(err), removed))
-                }
-                Some(poller) => poller
-                    .modify(&old_fd, interest)
-                    .err()
-                    .map(|err| (err, this.lock().core.remove_key(fd))),
+                        .map(|err| (err, this.lock().core.remove_key(fd))),
+                },
             };
             if let Some((err, removed)) = failed {
                 drop(removed);
@@ -394,12 +438,22 @@ impl SelectorBase {
             }
             return self.ready_list(py, ready);
         }
+        if self.kind == Kind::Select && self.lock().bool_fds > 0 {
+            // select.select() converts every fd it is given; a bool one warns (3.13+).
+            warn_if_bool_fd(&PyBool::new(py, true))?;
+        }
         let mut wait = self.lock().core.begin_wait().map_err(backend_error)?;
 
         let deadline = Deadline::after(timeout);
         let mut left = timeout;
         let outcome = loop {
-            match py.detach(|| wait.wait(left)) {
+            // A zero timeout cannot block: keep the GIL rather than pay to release it.
+            let result = if left == Some(Duration::ZERO) {
+                wait.wait(left)
+            } else {
+                py.detach(|| wait.wait(left))
+            };
+            match result {
                 Ok(()) => break Ok(true),
                 Err(err) if is_interrupted(&err) => {
                     if let Err(err) = py.check_signals() {
@@ -586,4 +640,16 @@ enum Ready {
         events: u8,
         masked: Option<usize>,
     },
+}
+
+/// A new list of `len` empty slots, for the caller to fill before anyone else sees it.
+fn new_list(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyList>> {
+    // SAFETY: PyList_New returns a new reference (or NULL with an exception set).
+    unsafe {
+        let list = ffi::PyList_New(len as ffi::Py_ssize_t);
+        if list.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Bound::from_owned_ptr(py, list).cast_into_unchecked())
+    }
 }
