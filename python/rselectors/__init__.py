@@ -13,6 +13,7 @@ from abc import ABCMeta, abstractmethod
 from . import _rselectors
 from ._rselectors import EVENT_READ, EVENT_WRITE, SelectorKey
 
+# EventLoopPolicy is left out so that `from rselectors import *` does not import asyncio.
 __all__ = [
     "EVENT_READ",
     "EVENT_WRITE",
@@ -23,6 +24,8 @@ __all__ = [
     "EpollSelector",
     "DefaultSelector",
     "install",
+    "new_event_loop",
+    "run",
 ]
 
 
@@ -133,3 +136,6 @@ class EpollSelector(_rselectors.EpollSelector, BaseSelector):
 DefaultSelector = EpollSelector
 
 from ._install import install  # noqa: E402
+# asyncio conveniences; asyncio itself is imported on first use. EventLoopPolicy (a subclass
+# of asyncio's policy) is made on first access through this module __getattr__ (PEP 562).
+from ._asyncio import new_event_loop, run, __getattr__  # noqa: E402

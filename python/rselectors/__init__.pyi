@@ -1,14 +1,30 @@
 # Type stubs for rselectors: the signatures of the stdlib's selectors module (typeshed's
 # stdlib/selectors.pyi), so code typed against `selectors` type-checks unchanged.
+import asyncio
 import sys
 from _typeshed import FileDescriptor, FileDescriptorLike, Unused
 from abc import ABCMeta, abstractmethod
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 from typing_extensions import Self, TypeAlias
 
 _EventMask: TypeAlias = int
+_T = TypeVar("_T")
+
+__all__ = [
+    "EVENT_READ",
+    "EVENT_WRITE",
+    "SelectorKey",
+    "BaseSelector",
+    "SelectSelector",
+    "PollSelector",
+    "EpollSelector",
+    "DefaultSelector",
+    "install",
+    "new_event_loop",
+    "run",
+]
 
 EVENT_READ: _EventMask
 EVENT_WRITE: _EventMask
@@ -63,3 +79,16 @@ class DefaultSelector(BaseSelector):
     def fileno(self) -> int: ...
 
 def install() -> None: ...
+
+# asyncio conveniences (uvloop's style). At run time asyncio is imported on first use and
+# EventLoopPolicy is created on first access (module __getattr__).
+def new_event_loop() -> asyncio.SelectorEventLoop: ...
+def run(
+    main: Coroutine[Any, Any, _T],
+    *,
+    debug: bool | None = None,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> _T: ...
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.SelectorEventLoop: ...

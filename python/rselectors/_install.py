@@ -14,6 +14,9 @@ to its selector classes) that modules imported earlier already hold, e.g.
     python -m rselectors -c "code" [args...]
     python -m rselectors - [args...]        (program read from stdin)
 
+``install_from_environment()`` is the ``RSELECTORS_INSTALL`` switch, called at
+interpreter start-up by ``rselectors_install.pth`` (see ``ENV_VAR``).
+
 It calls ``install()`` and then runs the program as ``__main__`` the way the
 plain interpreter would: same ``sys.argv``, same ``sys.path[0]``, a fresh
 ``__main__`` module, exit status and tracebacks as with ``python``.
@@ -22,7 +25,13 @@ plain interpreter would: same ``sys.argv``, same ``sys.path[0]``, a fresh
 import sys
 import threading
 
-__all__ = ["install", "main"]
+__all__ = ["install", "main", "install_from_environment", "ENV_VAR"]
+
+# The environment switch: with RSELECTORS_INSTALL set to anything but "" or "0", every
+# Python process that starts with that environment (children included, since they inherit
+# it) calls install() at start-up, from the `rselectors_install.pth` file installed next to
+# the package in site-packages. Unset, the .pth costs one os.environ lookup per start.
+ENV_VAR = "RSELECTORS_INSTALL"
 
 USAGE = """\
 usage: python -m rselectors prog.py [args...]
@@ -32,6 +41,11 @@ usage: python -m rselectors prog.py [args...]
 
 Run a Python program with every `import selectors` resolving to rselectors.
 The program sees sys.argv, sys.path[0] and __main__ as with plain `python`.
+
+Environment: RSELECTORS_INSTALL=1 makes every Python process started with it
+(child processes included, which inherit it) use rselectors from start-up,
+with or without this runner (needs rselectors_install.pth in site-packages,
+which installing rselectors puts there; not under `python -S`).
 """
 
 _lock = threading.RLock()
@@ -118,6 +132,28 @@ def install():
         for std in {id(m): m for m in (current, _stdlib_selectors)
                     if m is not None and m is not rselectors}.values():
             _rebind(rselectors, std)
+
+
+def environment_requests_install(environ=None):
+    """True if ``RSELECTORS_INSTALL`` asks for install() (set, not "" or "0")."""
+    import os
+
+    value = (os.environ if environ is None else environ).get(ENV_VAR, "0")
+    return value not in ("", "0")
+
+
+def install_from_environment():
+    """install() if ``RSELECTORS_INSTALL`` asks for it; return whether it did.
+
+    ``rselectors_install.pth`` calls this at interpreter start-up (its one
+    line checks the variable first, so that a process without it never
+    imports rselectors). The .pth only runs when the ``site`` module processes
+    the site-packages directory holding it: not under ``python -S``.
+    """
+    if not environment_requests_install():
+        return False
+    install()
+    return True
 
 
 # ---------------------------------------------------------------------------

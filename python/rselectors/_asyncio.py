@@ -1,0 +1,165 @@
+"""asyncio on rselectors, in the style of uvloop.
+
+``new_event_loop()``
+    An ``asyncio.SelectorEventLoop`` driven by ``rselectors.DefaultSelector()``.
+``run(main, *, debug=None, loop_factory=None)``
+    ``asyncio.run()`` on such a loop.
+``EventLoopPolicy``
+    An ``asyncio.DefaultEventLoopPolicy`` whose ``new_event_loop()`` returns
+    ``rselectors.new_event_loop()``; ``asyncio.set_event_loop_policy(
+    rselectors.EventLoopPolicy())`` makes every loop asyncio creates ours.
+
+None of this touches ``sys.modules['selectors']``: only the loops made here
+run on rselectors (use ``rselectors.install()`` or ``python -m rselectors``
+for every loop of the process, whoever creates it).
+
+asyncio is imported on first use, not when ``rselectors`` is imported:
+``EventLoopPolicy`` is provided through the package's module ``__getattr__``
+(PEP 562), because defining the subclass needs asyncio.
+"""
+
+import sys
+import threading
+
+# EventLoopPolicy is not listed: it exists once made, through __getattr__ below.
+__all__ = ["new_event_loop", "run"]
+
+
+def new_event_loop():
+    """Return a new ``asyncio.SelectorEventLoop`` on ``rselectors.DefaultSelector()``.
+
+    The loop is not set as the current event loop; like
+    ``asyncio.new_event_loop()`` it is the caller's to run and close::
+
+        loop = rselectors.new_event_loop()
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.close()
+    """
+    import asyncio
+    from . import DefaultSelector
+
+    return asyncio.SelectorEventLoop(DefaultSelector())
+
+
+def run(main, *, debug=None, loop_factory=None):
+    """Run coroutine ``main`` on a new rselectors event loop and return its result.
+
+    The same as ``asyncio.run(main, debug=debug)`` except for the loop it
+    creates: ``loop_factory()`` if given (as ``asyncio.run`` accepts from
+    Python 3.12 on), else ``rselectors.new_event_loop()``. It cannot be called
+    while another asyncio event loop is running in the same thread. When
+    ``main`` is done, remaining tasks are cancelled, asynchronous generators
+    finalized and the default executor shut down, and the loop is closed.
+
+    On Python 3.11+ this is ``asyncio.Runner(debug=debug,
+    loop_factory=...).run(main)``; on 3.9 and 3.10, which lack ``Runner``,
+    the same steps as those versions' ``asyncio.run()`` (the loop is also set
+    as the current event loop while ``main`` runs, and unset afterwards).
+    """
+    import asyncio
+
+    if loop_factory is None:
+        loop_factory = new_event_loop
+    if asyncio._get_running_loop() is not None:
+        raise RuntimeError(
+            "asyncio.run() cannot be called from a running event loop")
+    runner_cls = getattr(asyncio, "Runner", None)
+    if runner_cls is not None:
+        with runner_cls(debug=debug, loop_factory=loop_factory) as runner:
+            return runner.run(main)
+    return _run_without_runner(asyncio, main, debug, loop_factory)
+
+
+def _run_without_runner(asyncio, main, debug, loop_factory):
+    """asyncio.run() of Python 3.9/3.10, on a loop from loop_factory()."""
+    if not asyncio.iscoroutine(main):
+        raise ValueError("a coroutine was expected, got {!r}".format(main))
+    loop = loop_factory()
+    try:
+        asyncio.set_event_loop(loop)
+        if debug is not None:
+            loop.set_debug(debug)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_all_tasks(asyncio, loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            shutdown_executor = getattr(loop, "shutdown_default_executor", None)
+            if shutdown_executor is not None:
+                loop.run_until_complete(shutdown_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(asyncio, loop):
+    to_cancel = asyncio.all_tasks(loop)
+    if not to_cancel:
+        return
+    for task in to_cancel:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*to_cancel, return_exceptions=True))
+    for task in to_cancel:
+        if task.cancelled():
+            continue
+        if task.exception() is not None:
+            loop.call_exception_handler({
+                "message": "unhandled exception during asyncio.run() shutdown",
+                "exception": task.exception(),
+                "task": task,
+            })
+
+
+_policy_class = None
+_policy_lock = threading.Lock()
+
+_POLICY_DOC = """asyncio's default event loop policy, making rselectors loops.
+
+    ``asyncio.set_event_loop_policy(rselectors.EventLoopPolicy())`` makes
+    ``asyncio.new_event_loop()``, ``asyncio.run()`` and ``asyncio.Runner``
+    (without a ``loop_factory``), and ``asyncio.get_event_loop()`` in the main
+    thread create ``rselectors.new_event_loop()`` loops. Everything else (child
+    watchers, the current loop of each thread) is the default policy's.
+    """
+
+
+def _policy_new_event_loop(self):
+    """Return ``rselectors.new_event_loop()``."""
+    return new_event_loop()
+
+
+_policy_new_event_loop.__name__ = "new_event_loop"
+_policy_new_event_loop.__qualname__ = "EventLoopPolicy.new_event_loop"
+
+
+def _make_policy_class():
+    global _policy_class
+    with _policy_lock:
+        if _policy_class is not None:
+            return _policy_class
+        import asyncio
+
+        # Made with type() rather than a class statement in this function, which
+        # mypy's stubtest would report as a stray local class of this module.
+        EventLoopPolicy = type("EventLoopPolicy", (asyncio.DefaultEventLoopPolicy,), {
+            "__doc__": _POLICY_DOC,
+            "__module__": "rselectors",
+            "__qualname__": "EventLoopPolicy",
+            "new_event_loop": _policy_new_event_loop,
+        })
+        _policy_class = EventLoopPolicy
+        return _policy_class
+
+
+def __getattr__(name):
+    # Also serves as the rselectors package's module __getattr__ (PEP 562).
+    if name == "EventLoopPolicy":
+        cls = _make_policy_class()
+        package = sys.modules.get("rselectors")
+        if package is not None:
+            package.__dict__["EventLoopPolicy"] = cls
+        return cls
+    raise AttributeError("module %r has no attribute %r" % (
+        "rselectors", name))

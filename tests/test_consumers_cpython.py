@@ -1,0 +1,172 @@
+"""CPython's own tests of the stdlib modules built on ``selectors``, run with
+``selectors`` resolving to rselectors and, for reference, on the stdlib.
+
+``tests/cpython/run_stdlib_suite.py`` runs one test module of the running
+interpreter in a subprocess, after ``rselectors.install()`` (or not, with
+``--stdlib``), and checks before running that ``sys.modules['selectors']``,
+``subprocess._PopenSelector``, ``socketserver._ServerSelector`` and
+``multiprocessing.connection._WaitSelector`` are rselectors' (or the
+stdlib's).  Every test that passes on the stdlib must pass on rselectors
+(compared per test id), except those in ``KNOWN_EXCLUSIONS`` (none).
+
+Suites:
+
+- ``test.test_socketserver`` (with ``-u network``, as the module requires);
+- ``test.test_subprocess``, only the tests whose id contains "communicate"
+  (including ``ProcessTestCaseNoPoll``, which drives
+  ``selectors.SelectSelector``);
+- the ``SelectorEventLoop`` parts of ``test.test_asyncio``: ``test_events``
+  (the event loop tests on Epoll, Poll and Select selectors),
+  ``test_selector_events``, ``test_sock_lowlevel``, ``test_streams``,
+  ``test_server``, ``test_unix_events`` and ``test_subprocess``.
+
+The 2 x 9 runs go through a small process pool (they spend most of their time
+waiting), about a minute of wall-clock time in all.
+"""
+
+import collections
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DRIVER = Path(__file__).resolve().parent / "cpython" / "run_stdlib_suite.py"
+SUMMARY_PREFIX = "CPYTHON_STDLIB_SUITE_SUMMARY "
+TIMEOUT = 240
+WORKERS = 6
+
+# suite name -> driver arguments.
+SUITES = {
+    "test_socketserver": ["test.test_socketserver", "-u", "network"],
+    "test_subprocess[communicate]": ["test.test_subprocess", "-k", "communicate"],
+    "test_asyncio.test_events": ["test.test_asyncio.test_events", "-u", "network,cpu"],
+    "test_asyncio.test_subprocess": ["test.test_asyncio.test_subprocess"],
+    "test_asyncio.test_sock_lowlevel": ["test.test_asyncio.test_sock_lowlevel", "-u", "network"],
+    "test_asyncio.test_selector_events": ["test.test_asyncio.test_selector_events"],
+    "test_asyncio.test_unix_events": ["test.test_asyncio.test_unix_events"],
+    "test_asyncio.test_streams": ["test.test_asyncio.test_streams", "-u", "network"],
+    "test_asyncio.test_server": ["test.test_asyncio.test_server", "-u", "network"],
+}
+
+# suite -> {test id: why it may pass on the stdlib and not on rselectors}.
+KNOWN_EXCLUSIONS = {suite: {} for suite in SUITES}
+
+
+def _run_driver(suite, impl):
+    cmd = [sys.executable, str(DRIVER), "-q"] + SUITES[suite]
+    if impl == "stdlib":
+        cmd.append("--stdlib")
+    env = dict(os.environ)
+    env.pop("PYTHONSAFEPATH", None)
+    env.pop("RSELECTORS_INSTALL", None)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=TIMEOUT, env=env, cwd=str(DRIVER.parent))
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr
+        if isinstance(err, bytes):
+            err = err.decode("utf-8", "replace")
+        return {"impl": impl, "suite": suite,
+                "error": "timed out after %ss" % TIMEOUT,
+                "stderr": (err or "")[-4000:]}
+    summaries = [line[len(SUMMARY_PREFIX):] for line in proc.stdout.splitlines()
+                 if line.startswith(SUMMARY_PREFIX)]
+    if not summaries:
+        return {"impl": impl, "suite": suite,
+                "error": "no summary (rc=%r)" % proc.returncode,
+                "stderr": proc.stderr[-4000:], "stdout": proc.stdout[-2000:]}
+    summary = json.loads(summaries[-1])
+    summary["suite"] = suite
+    summary["returncode"] = proc.returncode
+    summary["stderr_tail"] = proc.stderr[-4000:]
+    return summary
+
+
+def _format(summary):
+    head = "%s on %s" % (summary["suite"], summary["impl"])
+    if "error" in summary:
+        return "%s: DRIVER FAILED: %s\n%s" % (head, summary["error"],
+                                             summary.get("stderr", ""))
+    tests = summary["tests"]
+    counts = collections.Counter(v["outcome"] for v in tests.values())
+    lines = ["%s (Python %s, %.1fs): run=%d passed=%d failed=%d errors=%d "
+             "skipped=%d%s" % (
+                 head, summary["python"], summary.get("seconds") or 0,
+                 summary["counts"].get("run", 0), counts["passed"],
+                 counts["failed"], counts["error"], counts["skipped"],
+                 "".join(" %s=%d" % (k, counts[k]) for k in
+                         ("expected_failure", "unexpected_success")
+                         if counts[k]))]
+    lines.append("  consumers: %s" % summary.get("consumers"))
+    if not summary.get("setup_ok"):
+        lines.append("  SETUP PROBLEMS: %s" % summary.get("setup_problems"))
+    for test_id, v in sorted(tests.items()):
+        if v["outcome"] in ("failed", "error", "unexpected_success"):
+            detail = (v.get("detail") or "").strip().splitlines()
+            lines.append("  %s %s: %s" % (v["outcome"].upper(), test_id,
+                                           detail[-1] if detail else ""))
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def results():
+    jobs = [(suite, impl) for suite in SUITES for impl in ("stdlib", "rselectors")]
+    with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
+        futures = {job: pool.submit(_run_driver, *job) for job in jobs}
+        out = {job: f.result() for job, f in futures.items()}
+    for job in jobs:
+        print("\n" + _format(out[job]))
+    return out
+
+
+@pytest.mark.parametrize("suite", list(SUITES))
+def test_suite_passes_on_rselectors_what_it_passes_on_stdlib(results, suite):
+    stdlib, ours = results[suite, "stdlib"], results[suite, "rselectors"]
+    report = _format(stdlib) + "\n" + _format(ours)
+    assert "error" not in stdlib and "error" not in ours, report
+    assert stdlib["setup_ok"] and ours["setup_ok"], report
+    # The reference run really ran on the stdlib and ours on rselectors.
+    assert stdlib["default_selector"] == "selectors.EpollSelector", report
+    assert ours["default_selector"] == "rselectors.EpollSelector", report
+    for attr, cls in ours["consumers"].items():
+        assert cls.startswith("rselectors."), (attr, report)
+    for attr, cls in stdlib["consumers"].items():
+        assert cls.startswith("selectors."), (attr, report)
+    assert stdlib["counts"]["run"] > 0, report
+    assert stdlib["counts"].get("passed", 0) > 0, report
+    regressions = []
+    for test_id, v in sorted(stdlib["tests"].items()):
+        if v["outcome"] != "passed" or test_id in KNOWN_EXCLUSIONS[suite]:
+            continue
+        got = ours["tests"].get(test_id)
+        if got is None or got["outcome"] != "passed":
+            detail = ((got or {}).get("detail") or "").strip()
+            regressions.append("%s: %s\n%s" % (
+                test_id, got["outcome"] if got else "not run",
+                "\n".join("      " + l for l in detail.splitlines()[-12:])))
+    assert not regressions, "%d test(s) pass on the stdlib but not on " \
+        "rselectors:\n%s\n\n%s" % (len(regressions), "\n".join(regressions), report)
+    # Same set of tests on both sides (a test missing on one side would be hidden).
+    assert set(stdlib["tests"]) == set(ours["tests"]), report
+
+
+def test_selected_suites_are_not_trivial(results):
+    """The -k filter and resources really select the tests meant."""
+    sp = results["test_subprocess[communicate]", "stdlib"]
+    assert "error" not in sp, _format(sp)
+    ids = list(sp["tests"])
+    assert all("communicate" in t for t in ids), ids
+    assert any(".ProcessTestCaseNoPoll." in t for t in ids), ids
+    assert any("timeout" in t for t in ids), ids
+    ss = results["test_socketserver", "stdlib"]
+    assert "error" not in ss, _format(ss)
+    assert ss["counts"].get("passed", 0) >= 20, _format(ss)
+    ev = results["test_asyncio.test_events", "rselectors"]
+    assert "error" not in ev, _format(ev)
+    for cls in ("EPollEventLoopTests", "PollEventLoopTests", "SelectEventLoopTests"):
+        assert any((".%s." % cls) in t and v["outcome"] == "passed"
+                   for t, v in ev["tests"].items()), cls
