@@ -47,13 +47,31 @@ pub fn strerror(errno: i32) -> String {
     text.to_string_lossy().into_owned()
 }
 
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_fork_in_child() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many times this process is a `fork()` away from the one that first asked: lets a
+/// handle tell waits of its own process from those of threads a fork left behind.
+pub fn fork_generation() -> u64 {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        // SAFETY: registers a handler that only bumps an atomic, which is fork-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+    });
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// A pipe whose write end is always writable: lets a stdlib wait be called for its argument
 /// checks only, returning at once instead of blocking.
 pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     use std::os::fd::FromRawFd;
     let mut fds = [0 as libc::c_int; 2];
-    syscall!(pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC))?;
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
+    // Plain pipe(): macOS has no pipe2, and these fds live only for the length of one call.
+    syscall!(pipe(fds.as_mut_ptr()))?;
+    // SAFETY: pipe succeeded, so both fds are open and owned by nobody else.
     Ok(unsafe {
         (
             std::os::fd::OwnedFd::from_raw_fd(fds[0]),

@@ -2,15 +2,15 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
 
-use super::{poll_like_events, Backend, Error, Result, Wait};
+use super::handle::{Lent, OsHandle};
+use super::{poll_like_events, Backend, Result, Wait};
 use crate::sys::{syscall, to_raw_fd};
 use crate::timeout::{to_millis_ceil, Timeout};
 
 pub struct Epoll {
-    /// Shared with in-flight waits, so `close()` never frees what a wait still uses.
-    epfd: Option<Arc<OwnedFd>>,
+    /// Lent to waits in flight, so `close()` never frees what a wait still uses.
+    epfd: OsHandle,
     /// The event buffer, lent to one wait at a time and reused across calls.
     spare: Vec<libc::epoll_event>,
 }
@@ -21,19 +21,19 @@ impl Epoll {
         // SAFETY: epoll_create1 just returned this fd and nothing else owns it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Epoll {
-            epfd: Some(Arc::new(owned)),
+            epfd: OsHandle::new("epoll", owned),
             spare: Vec::new(),
         })
     }
 
     fn ctl(&self, op: libc::c_int, fd: u64, interest: u8) -> Result<()> {
-        let epfd = self.epfd.as_ref().ok_or(Error::Closed)?;
+        let epfd = self.epfd.raw()?;
         let fd = to_raw_fd(fd)?;
         let mut event = libc::epoll_event {
             events: epoll_bits(interest),
             u64: fd as u64,
         };
-        syscall!(epoll_ctl(epfd.as_raw_fd(), op, fd, &mut event))?;
+        syscall!(epoll_ctl(epfd, op, fd, &mut event))?;
         Ok(())
     }
 }
@@ -65,40 +65,37 @@ impl Backend for Epoll {
     }
 
     fn begin_wait(&mut self, max_events: usize) -> Result<EpollWait> {
-        let epfd = self.epfd.clone().ok_or(Error::Closed)?;
+        let max_events = max_events.clamp(1, libc::c_int::MAX as usize);
+        let epfd = self.epfd.lend()?;
         let mut events = std::mem::take(&mut self.spare);
         events.clear();
         events.reserve(max_events);
         Ok(EpollWait {
             epfd,
             events,
-            max_events: max_events.clamp(1, libc::c_int::MAX as usize),
+            max_events,
             ready: 0,
         })
     }
 
     fn end_wait(&mut self, wait: EpollWait) {
+        self.epfd.give_back(wait.epfd);
         if wait.events.capacity() > self.spare.capacity() {
             self.spare = wait.events;
         }
     }
 
     fn close(&mut self) {
-        self.epfd = None;
+        self.epfd.close();
     }
 
     fn fileno(&self) -> Option<Result<RawFd>> {
-        Some(
-            self.epfd
-                .as_ref()
-                .map(|fd| fd.as_raw_fd())
-                .ok_or(Error::Closed),
-        )
+        Some(self.epfd.raw())
     }
 }
 
 pub struct EpollWait {
-    epfd: Arc<OwnedFd>,
+    epfd: Lent,
     events: Vec<libc::epoll_event>,
     max_events: usize,
     ready: usize,
@@ -108,7 +105,7 @@ impl Wait for EpollWait {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
         self.ready = 0;
         let n = syscall!(epoll_wait(
-            self.epfd.as_raw_fd(),
+            self.epfd.fd.as_raw_fd(),
             self.events.as_mut_ptr(),
             self.max_events as libc::c_int,
             to_millis_ceil(timeout),
@@ -132,7 +129,7 @@ impl Wait for EpollWait {
 mod tests {
     use super::*;
     use crate::backend::test_support::socket_pair;
-    use crate::backend::{READ, WRITE};
+    use crate::backend::{Error, READ, WRITE};
     use std::io::Write;
     use std::os::fd::AsRawFd;
     use std::time::Duration;
@@ -180,8 +177,8 @@ mod tests {
         }
         let wait = ep.begin_wait(1).unwrap();
         ep.close();
-        assert!(matches!(ep.add(0, READ), Err(Error::Closed)));
-        assert!(matches!(ep.fileno(), Some(Err(Error::Closed))));
+        assert!(matches!(ep.add(0, READ), Err(Error::Closed(_))));
+        assert!(matches!(ep.fileno(), Some(Err(Error::Closed(_)))));
         // The wait still owns the epoll fd after close().
         let mut wait = wait;
         wait.wait(Some(Duration::ZERO)).unwrap();

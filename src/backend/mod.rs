@@ -11,7 +11,12 @@ use std::os::fd::RawFd;
 use crate::sys::FdTooLarge;
 use crate::timeout::Timeout;
 
+#[cfg(epoll)]
 pub mod epoll;
+#[cfg(any(epoll, kqueue))]
+mod handle;
+#[cfg(kqueue)]
+pub mod kqueue;
 pub mod poll;
 pub mod select;
 
@@ -29,8 +34,8 @@ pub enum Error {
     FdTooLarge,
     /// `select()` cannot watch an fd at or above `FD_SETSIZE` (`ValueError`).
     FdOutOfRange,
-    /// The OS handle was closed by `close()` (`ValueError`).
-    Closed,
+    /// The OS handle (named: "epoll", "kqueue") was closed by `close()` (`ValueError`).
+    Closed(&'static str),
     /// Another thread is already inside `poll()` on this selector (`RuntimeError`).
     ConcurrentPoll,
 }
@@ -93,7 +98,10 @@ fn poll_like_events(revents: u32, readable: u32, writable: u32) -> u8 {
 
 /// The mechanism a selector was built on, chosen at construction.
 pub enum AnyBackend {
+    #[cfg(epoll)]
     Epoll(epoll::Epoll),
+    #[cfg(kqueue)]
+    Kqueue(kqueue::Kqueue),
     Poll(poll::Poll),
     Select(select::Select),
 }
@@ -102,7 +110,10 @@ pub enum AnyBackend {
 // allocation per call to save a copy.
 #[allow(clippy::large_enum_variant)]
 pub enum AnyWait {
+    #[cfg(epoll)]
     Epoll(epoll::EpollWait),
+    #[cfg(kqueue)]
+    Kqueue(kqueue::KqueueWait),
     Poll(poll::PollWait),
     Select(select::SelectWait),
 }
@@ -111,7 +122,10 @@ pub enum AnyWait {
 macro_rules! dispatch {
     ($value:expr, $enum:ident, $b:ident => $call:expr) => {
         match $value {
+            #[cfg(epoll)]
             $enum::Epoll($b) => $call,
+            #[cfg(kqueue)]
+            $enum::Kqueue($b) => $call,
             $enum::Poll($b) => $call,
             $enum::Select($b) => $call,
         }
@@ -135,7 +149,10 @@ impl Backend for AnyBackend {
 
     fn begin_wait(&mut self, max_events: usize) -> Result<AnyWait> {
         Ok(match self {
+            #[cfg(epoll)]
             AnyBackend::Epoll(b) => AnyWait::Epoll(b.begin_wait(max_events)?),
+            #[cfg(kqueue)]
+            AnyBackend::Kqueue(b) => AnyWait::Kqueue(b.begin_wait(max_events)?),
             AnyBackend::Poll(b) => AnyWait::Poll(b.begin_wait(max_events)?),
             AnyBackend::Select(b) => AnyWait::Select(b.begin_wait(max_events)?),
         })
@@ -143,7 +160,10 @@ impl Backend for AnyBackend {
 
     fn end_wait(&mut self, wait: AnyWait) {
         match (self, wait) {
+            #[cfg(epoll)]
             (AnyBackend::Epoll(b), AnyWait::Epoll(w)) => b.end_wait(w),
+            #[cfg(kqueue)]
+            (AnyBackend::Kqueue(b), AnyWait::Kqueue(w)) => b.end_wait(w),
             (AnyBackend::Poll(b), AnyWait::Poll(w)) => b.end_wait(w),
             (AnyBackend::Select(b), AnyWait::Select(w)) => b.end_wait(w),
             _ => {}

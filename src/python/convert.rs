@@ -180,17 +180,30 @@ pub fn backend_error(err: Error) -> PyErr {
         Error::Os(e) => os_error(&e),
         Error::FdTooLarge => PyOverflowError::new_err("Python int too large to convert to C int"),
         Error::FdOutOfRange => PyValueError::new_err("filedescriptor out of range in select()"),
-        Error::Closed => PyValueError::new_err("I/O operation on closed epoll object"),
+        Error::Closed(what) => {
+            PyValueError::new_err(format!("I/O operation on closed {what} object"))
+        }
         Error::ConcurrentPoll => PyRuntimeError::new_err("concurrent poll() invocation"),
     }
 }
 
-/// The three waits, each with the stdlib's own timeout rules.
+/// The waits, each with the stdlib's own timeout rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    #[cfg_attr(not(epoll), allow(dead_code))]
     Epoll,
+    #[cfg_attr(not(kqueue), allow(dead_code))]
+    Kqueue,
     Poll,
     Select,
+}
+
+impl Kind {
+    /// `_PollLikeSelector`'s subclasses: `modify()` changes the OS registration in place, and
+    /// the fd goes through the select module's fd conversion on every registration change.
+    pub fn is_poll_like(self) -> bool {
+        matches!(self, Kind::Epoll | Kind::Poll)
+    }
 }
 
 /// A timeout argument after the stdlib's Python-level arithmetic. `Refused` holds the error the
@@ -220,10 +233,10 @@ pub fn parse_timeout(kind: Kind, timeout: Option<&Bound<'_, PyAny>>) -> PyResult
         let converted = match kind {
             Kind::Poll => timeout::poll_millis(secs),
             Kind::Epoll => timeout::epoll_millis(secs),
-            Kind::Select if t.is_exact_instance_of::<PyInt>() => {
+            Kind::Select | Kind::Kqueue if t.is_exact_instance_of::<PyInt>() => {
                 timeout::select_whole_seconds(secs as i64)
             }
-            Kind::Select => timeout::select_nanos(secs),
+            Kind::Select | Kind::Kqueue => timeout::select_nanos(secs),
         };
         if let Ok(d) = converted {
             return Ok(ParsedTimeout::Wait(Some(d)));
@@ -231,7 +244,7 @@ pub fn parse_timeout(kind: Kind, timeout: Option<&Bound<'_, PyAny>>) -> PyResult
     }
     match kind {
         Kind::Poll | Kind::Epoll => parse_poll_like_timeout(kind, t),
-        Kind::Select => parse_select_timeout(t),
+        Kind::Select | Kind::Kqueue => parse_select_timeout(kind, t),
     }
 }
 
@@ -272,9 +285,9 @@ fn parse_poll_like_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedT
     })
 }
 
-/// The general path of `SelectSelector.select`: `max(timeout, 0)`, then what `select.select`
-/// accepts (a float, or an int by `__index__`).
-fn parse_select_timeout(t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
+/// The general path of `SelectSelector.select` (and `KqueueSelector.select`): `max(timeout,
+/// 0)`, then what `select.select` accepts (a float, or an int by `__index__`).
+fn parse_select_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
     let py = t.py();
     let zero = 0i64.into_pyobject(py)?;
     if zero.gt(t)? {
@@ -291,7 +304,7 @@ fn parse_select_timeout(t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
     };
     Ok(match converted {
         Some(d) => ParsedTimeout::Wait(Some(d)),
-        None => refused_by_stdlib(py, Kind::Select, t),
+        None => refused_by_stdlib(py, kind, t),
     })
 }
 
@@ -315,9 +328,22 @@ fn refused_by_stdlib(py: Python<'_>, kind: Kind, value: &Bound<'_, PyAny>) -> Pa
             }
             Kind::Epoll => {
                 let poller = select.call_method0("epoll")?;
-                poller.call_method1("register", (wfd, libc::EPOLLOUT))?;
+                poller.call_method1("register", (wfd, select.getattr("EPOLLOUT")?))?;
                 let result = poller.call_method1("poll", (value, 1));
                 poller.call_method0("close")?;
+                result?;
+            }
+            Kind::Kqueue => {
+                let kq = select.call_method0("kqueue")?;
+                let args = (
+                    wfd,
+                    select.getattr("KQ_FILTER_WRITE")?,
+                    select.getattr("KQ_EV_ADD")?,
+                );
+                let change = select.call_method1("kevent", args)?;
+                let changes = pyo3::types::PyList::new(py, [change])?;
+                let result = kq.call_method1("control", (changes, 1, value));
+                kq.call_method0("close")?;
                 result?;
             }
         }
@@ -334,7 +360,7 @@ fn refused_by_stdlib(py: Python<'_>, kind: Kind, value: &Bound<'_, PyAny>) -> Pa
 fn accepted_anyway(kind: Kind, value: &Bound<'_, PyAny>) -> Duration {
     let as_int = || -> Option<i64> { value.call_method0("__int__").ok()?.extract().ok() };
     let converted = match kind {
-        Kind::Select => as_int().map(timeout::select_whole_seconds),
+        Kind::Select | Kind::Kqueue => as_int().map(timeout::select_whole_seconds),
         Kind::Poll => as_int().map(timeout::poll_wait_millis),
         Kind::Epoll => value.extract::<f64>().ok().map(timeout::epoll_wait_millis),
     };

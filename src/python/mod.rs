@@ -14,7 +14,11 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
 
 use mapping::SelectorMapping;
-use selector::{EpollSelector, PollSelector, SelectSelector, SelectorBase};
+#[cfg(epoll)]
+use selector::EpollSelector;
+#[cfg(kqueue)]
+use selector::KqueueSelector;
+use selector::{PollSelector, SelectSelector, SelectorBase};
 
 const MODULE: &str = "rselectors";
 /// `selectors.SelectorKey`: a namedtuple, made at import.
@@ -113,7 +117,10 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_READ", crate::backend::READ)?;
     m.add("EVENT_WRITE", crate::backend::WRITE)?;
     m.add_class::<SelectorBase>()?;
+    #[cfg(epoll)]
     m.add_class::<EpollSelector>()?;
+    #[cfg(kqueue)]
+    m.add_class::<KqueueSelector>()?;
     m.add_class::<PollSelector>()?;
     m.add_class::<SelectSelector>()?;
     m.add_class::<SelectorMapping>()?;

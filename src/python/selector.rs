@@ -18,7 +18,7 @@ use super::convert::{
 };
 use super::poller::CustomPoller;
 use super::{new_key, SELECTOR_MAPPING};
-use crate::backend::{epoll::Epoll, poll::Poll, select::Select, AnyBackend, Backend, Wait};
+use crate::backend::{poll::Poll, select::Select, AnyBackend, Backend, Wait};
 use crate::selector::{RegisterError, Selector};
 use crate::sys::is_interrupted;
 use crate::timeout::{Deadline, Remaining};
@@ -93,7 +93,16 @@ pub struct SelectorBase {
 impl SelectorBase {
     fn new(kind: Kind) -> PyResult<Self> {
         let backend = match kind {
-            Kind::Epoll => AnyBackend::Epoll(Epoll::new().map_err(|e| os_error(&e))?),
+            #[cfg(epoll)]
+            Kind::Epoll => {
+                AnyBackend::Epoll(crate::backend::epoll::Epoll::new().map_err(|e| os_error(&e))?)
+            }
+            #[cfg(kqueue)]
+            Kind::Kqueue => {
+                AnyBackend::Kqueue(crate::backend::kqueue::Kqueue::new().map_err(|e| os_error(&e))?)
+            }
+            #[allow(unreachable_patterns)]
+            Kind::Epoll | Kind::Kqueue => unreachable!("no such class on this platform"),
             Kind::Poll => AnyBackend::Poll(Poll::new()),
             Kind::Select => AnyBackend::Select(Select::new()),
         };
@@ -244,6 +253,19 @@ impl SelectorBase {
         Ok(list)
     }
 
+    /// `fileno()` of the selectors with an OS handle: the epoll or kqueue fd.
+    fn os_fileno(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(poller) = self.poller.get() {
+            return poller.call0(py, "fileno");
+        }
+        let fd = self.lock().core.backend().fileno();
+        match fd {
+            Some(Ok(fd)) => Ok(fd.into_pyobject(py)?.into_any().unbind()),
+            Some(Err(err)) => Err(backend_error(err)),
+            None => Err(pyo3::exceptions::PyAttributeError::new_err("fileno")),
+        }
+    }
+
     /// `_BaseSelectorImpl.modify`'s shortcut: a new key with new data, no system call.
     fn replace_key(&self, fd: u64, key: Py<PyTuple>, events: &Bound<'_, PyAny>) {
         let old = self.lock().core.replace_key(fd, Entry::new(key, events));
@@ -270,7 +292,7 @@ impl SelectorBase {
             return Err(backend_error(crate::backend::Error::FdTooLarge));
         };
         let interest = interest_of(events)?;
-        if self.kind != Kind::Select {
+        if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
         }
         let is_bool = fd_obj.is_exact_instance_of::<PyBool>();
@@ -326,7 +348,7 @@ impl SelectorBase {
             let mut state = self.lock();
             state.bool_fds = state.bool_fds.saturating_sub(1);
         }
-        if self.kind != Kind::Select {
+        if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
         }
         if let Some(poller) = self.poller.get() {
@@ -355,7 +377,7 @@ impl SelectorBase {
         let (old_fileobj, old_fd) = (key.get_item(0)?, key.get_item(1)?);
         let (old_events, old_data) = (key.get_item(2)?, key.get_item(3)?);
 
-        if this.kind == Kind::Select {
+        if !this.kind.is_poll_like() {
             // BaseSelector.modify: through the instance's own unregister and register.
             if differs(events, &old_events)? {
                 slf.call_method1(intern!(py, "unregister"), (fileobj,))?;
@@ -415,8 +437,9 @@ impl SelectorBase {
     ) -> PyResult<Bound<'py, PyList>> {
         let timeout = match parse_timeout(self.kind, timeout)? {
             ParsedTimeout::Wait(t) => t,
-            // epoll.poll() reports a closed epoll before looking at the timeout.
-            ParsedTimeout::Refused(err) if self.kind == Kind::Epoll => {
+            // epoll.poll() and kqueue.control() report a closed handle before looking at
+            // the timeout.
+            ParsedTimeout::Refused(err) if matches!(self.kind, Kind::Epoll | Kind::Kqueue) => {
                 let mut state = self.lock();
                 let wait = state.core.begin_wait().map_err(backend_error)?;
                 state.core.end_wait(wait);
@@ -596,6 +619,7 @@ macro_rules! selector_class {
     };
 }
 
+#[cfg(epoll)]
 selector_class!(
     EpollSelector,
     "EpollSelector",
@@ -603,17 +627,18 @@ selector_class!(
     "Epoll-based selector.",
     /// The epoll fd.
     fn fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let base = slf.as_super().get();
-        if let Some(poller) = base.poller.get() {
-            return poller.call0(py, "fileno");
-        }
-        let state = base.lock();
-        match state.core.backend().fileno() {
-            Some(Ok(fd)) => Ok(fd.into_pyobject(py)?.into_any().unbind()),
-            Some(Err(err)) => Err(backend_error(err)),
-            None => Err(backend_error(crate::backend::Error::Closed)),
-        }
+        slf.as_super().get().os_fileno(slf.py())
+    }
+);
+#[cfg(kqueue)]
+selector_class!(
+    KqueueSelector,
+    "KqueueSelector",
+    Kind::Kqueue,
+    "Kqueue-based selector.",
+    /// The kqueue fd.
+    fn fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        slf.as_super().get().os_fileno(slf.py())
     }
 );
 selector_class!(

@@ -1,0 +1,133 @@
+//! The OS handle of an epoll or kqueue selector, lent to waits in flight.
+//!
+//! `close()` must not free an fd a wait in another thread still sleeps on (the number could
+//! be reused under it), so each wait holds its own reference and the fd closes with the last
+//! one. After `fork()`, though, the child has the references of waits whose threads were not
+//! copied: those never end, so in the child `close()` closes the fd once its own waits are done.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use super::{Error, Result};
+use crate::sys::fork_generation;
+
+pub struct OsHandle {
+    /// "epoll" or "kqueue", for the error on a closed handle.
+    what: &'static str,
+    fd: Option<Arc<OwnedFd>>,
+    /// Waits of this process in flight, and the fork generation they belong to.
+    in_flight: usize,
+    generation: u64,
+    /// Closed in a forked child while waits of its own were still in flight.
+    orphaned: Option<Arc<OwnedFd>>,
+}
+
+/// What a wait holds: the fd, and which process generation lent it.
+pub struct Lent {
+    pub fd: Arc<OwnedFd>,
+    generation: u64,
+}
+
+impl OsHandle {
+    pub fn new(what: &'static str, fd: OwnedFd) -> Self {
+        OsHandle {
+            what,
+            fd: Some(Arc::new(fd)),
+            in_flight: 0,
+            generation: fork_generation(),
+            orphaned: None,
+        }
+    }
+
+    pub fn raw(&self) -> Result<RawFd> {
+        self.fd
+            .as_ref()
+            .map(|fd| fd.as_raw_fd())
+            .ok_or(Error::Closed(self.what))
+    }
+
+    /// Waits counted before a fork belong to threads the child does not have: forget them.
+    fn catch_up_with_fork(&mut self) {
+        let now = fork_generation();
+        if now != self.generation {
+            self.generation = now;
+            self.in_flight = 0;
+        }
+    }
+
+    pub fn lend(&mut self) -> Result<Lent> {
+        let fd = self.fd.clone().ok_or(Error::Closed(self.what))?;
+        self.catch_up_with_fork();
+        self.in_flight += 1;
+        Ok(Lent {
+            fd,
+            generation: self.generation,
+        })
+    }
+
+    pub fn give_back(&mut self, lent: Lent) {
+        if lent.generation == self.generation {
+            self.in_flight -= 1;
+        }
+        drop(lent.fd);
+        if self.in_flight == 0 {
+            if let Some(fd) = self.orphaned.take() {
+                close_orphaned(fd);
+            }
+        }
+    }
+
+    pub fn close(&mut self) {
+        let Some(fd) = self.fd.take() else {
+            return;
+        };
+        self.catch_up_with_fork();
+        // References beyond ours and our waits' are those of threads lost in a fork.
+        let lost_to_fork = Arc::strong_count(&fd) > 1 + self.in_flight;
+        if !lost_to_fork {
+            drop(fd);
+        } else if self.in_flight == 0 {
+            close_orphaned(fd);
+        } else {
+            self.orphaned = Some(fd);
+        }
+    }
+}
+
+/// Closes an fd whose other references belong to threads that `fork()` did not copy into this
+/// process: they will never run again, so they will never use or drop it.
+fn close_orphaned(fd: Arc<OwnedFd>) {
+    let raw = fd.as_raw_fd();
+    // Leak our reference so that no Drop can close the number again later.
+    std::mem::forget(fd);
+    // SAFETY: `raw` is open and, per the above, nothing in this process will use it again.
+    unsafe { drop(<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::test_support::socket_pair;
+
+    #[test]
+    fn closes_with_the_last_wait() {
+        let (a, _b) = socket_pair();
+        let raw = a.as_raw_fd();
+        let mut handle = OsHandle::new("epoll", OwnedFd::from(a));
+        let lent = handle.lend().unwrap();
+        handle.close();
+        assert!(matches!(handle.lend(), Err(Error::Closed("epoll"))));
+        // SAFETY: fcntl(F_GETFD) only queries the fd.
+        assert!(
+            unsafe { libc::fcntl(raw, libc::F_GETFD) } >= 0,
+            "still open for the wait"
+        );
+        handle.give_back(lent);
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { libc::fcntl(raw, libc::F_GETFD) },
+            -1,
+            "closed with the wait"
+        );
+    }
+}
