@@ -21,7 +21,6 @@ __all__ = [
     "BaseSelector",
     "SelectSelector",
     "PollSelector",
-    "EpollSelector",
     "DefaultSelector",
     "install",
     "new_event_loop",
@@ -120,20 +119,44 @@ class PollSelector(_rselectors.PollSelector, BaseSelector):
         raise TypeError("cannot pickle 'select.poll' object")
 
 
-class EpollSelector(_rselectors.EpollSelector, BaseSelector):
-    """Epoll-based selector."""
+if hasattr(_rselectors, "EpollSelector"):  # Linux
 
-    _selector_cls = _select.epoll
+    class EpollSelector(_rselectors.EpollSelector, BaseSelector):
+        """Epoll-based selector."""
 
-    def __init__(self):
-        if self._selector_cls is not _select.epoll:
-            self._use_poller(self._selector_cls())
+        _selector_cls = _select.epoll
 
-    def __reduce_ex__(self, protocol):
-        raise TypeError("cannot pickle 'select.epoll' object")
+        def __init__(self):
+            if self._selector_cls is not _select.epoll:
+                self._use_poller(self._selector_cls())
+
+        def __reduce_ex__(self, protocol):
+            raise TypeError("cannot pickle 'select.epoll' object")
+
+    __all__.append("EpollSelector")
 
 
-DefaultSelector = EpollSelector
+if hasattr(_rselectors, "KqueueSelector"):  # macOS and the BSDs
+
+    class KqueueSelector(_rselectors.KqueueSelector, BaseSelector):
+        """Kqueue-based selector."""
+
+        def __init__(self):
+            pass
+
+        def __reduce_ex__(self, protocol):
+            raise TypeError("cannot pickle 'select.kqueue' object")
+
+    __all__.append("KqueueSelector")
+
+
+# The stdlib's order of preference: kqueue, epoll, (devpoll), poll, select.
+if "KqueueSelector" in globals():
+    DefaultSelector = KqueueSelector
+elif "EpollSelector" in globals():
+    DefaultSelector = EpollSelector
+else:
+    DefaultSelector = PollSelector
 
 from ._install import install  # noqa: E402
 # asyncio conveniences; asyncio itself is imported on first use. EventLoopPolicy (a subclass

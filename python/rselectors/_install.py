@@ -242,6 +242,29 @@ def _report_exception(exc):
     return 1
 
 
+def _hide_runner_frames_from_excepthook():
+    """Make sys.excepthook skip the leading frames of runpy and this package."""
+    import os
+    import runpy
+
+    package_dir = os.path.dirname(os.path.abspath(__file__))
+    hook = sys.excepthook
+
+    def is_runner(frame):
+        if frame.f_globals.get("__name__") == runpy.__name__:
+            return True
+        filename = frame.f_code.co_filename
+        return os.path.dirname(os.path.abspath(filename)) == package_dir
+
+    def excepthook(exc_type, exc, tb):
+        while tb is not None and is_runner(tb.tb_frame):
+            tb = tb.tb_next
+        # The default hook prints the exception's own __traceback__: trim that too.
+        hook(exc_type, exc.with_traceback(tb), tb)
+
+    sys.excepthook = excepthook
+
+
 def _read_code(path):
     """Code object for a script file: source or byte-compiled (.pyc)."""
     import io
@@ -371,7 +394,12 @@ def main(argv=None):
     install()
     try:
         status = _run(kind, target, args)
-    except (SystemExit, KeyboardInterrupt):
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        # Let it reach the interpreter, which prints it and then ends the process by SIGINT
+        # after finalizing, as with `python prog.py`; only the traceback loses our frames.
+        _hide_runner_frames_from_excepthook()
         raise
     except BaseException as e:
         return _report_exception(e)
