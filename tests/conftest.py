@@ -38,6 +38,9 @@ import pytest
 # who has RSELECTORS_INSTALL=1 set (python/rselectors_install.pth honours it).
 os.environ.pop("RSELECTORS_INSTALL", None)
 
+# Registers the Hypothesis profiles ("reliability-ci", "long"): --hypothesis-profile=long works.
+import reliability_support  # noqa: E402,F401
+
 KINDS = ("Epoll", "Poll", "Select")
 KEY_FIELDS = ("fileobj", "fd", "events", "data")
 

@@ -1,0 +1,83 @@
+"""Shared helpers for the reliability suite (tests/test_reliability_*.py).
+
+Hypothesis profiles
+-------------------
+``reliability-ci`` (the default used by the state-machine tests) and ``long`` are registered
+here.  The hypothesis pytest plugin loads ``--hypothesis-profile`` in ``pytest_configure``,
+before test modules are imported, so for ``--hypothesis-profile=long`` this module must be
+loaded as a plugin first::
+
+    python -m pytest -p tests.reliability_support --hypothesis-profile=long \
+        tests/test_reliability_statemachine.py
+
+(``RSELECTORS_HYPOTHESIS_PROFILE=long`` in the environment selects it too, without ``-p``;
+``RSELECTORS_HYPOTHESIS_MAX_EXAMPLES=N`` overrides the number of examples, e.g. under valgrind.)
+"""
+
+import gc
+import os
+import resource
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+try:  # a declared test dependency; the files that do not use it run without it
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover
+    settings = None
+
+if settings is not None:
+    _COMMON = dict(
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                               HealthCheck.data_too_large],
+    )
+    settings.register_profile("reliability-ci", max_examples=120, stateful_step_count=40,
+                              **_COMMON)
+    settings.register_profile("long", max_examples=5000, stateful_step_count=120, **_COMMON)
+
+
+def machine_settings():
+    """The settings for the state machines: the ``long`` profile when it was selected
+    (``--hypothesis-profile=long`` or the environment variable), else ``reliability-ci``."""
+    name = os.environ.get("RSELECTORS_HYPOTHESIS_PROFILE") or settings.get_current_profile_name()
+    chosen = settings.get_profile("long" if name == "long" else "reliability-ci")
+    n = os.environ.get("RSELECTORS_HYPOTHESIS_MAX_EXAMPLES")  # e.g. fewer under valgrind
+    if n:
+        chosen = settings(chosen, max_examples=int(n))
+    return chosen
+
+
+def rss_bytes():
+    """Current resident set size (from /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def open_fd_count():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def join_all(threads, timeout):
+    """Join every thread within `timeout` seconds in total; return the ones still alive."""
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return [t for t in threads if t.is_alive()]
+
+
+def run_python(code, *args, timeout=60, env_extra=None):
+    """Run `python -c code` in a subprocess; return CompletedProcess (text)."""
+    env = dict(os.environ)
+    if env_extra:
+        env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+__all__ = ["machine_settings", "rss_bytes", "open_fd_count", "join_all", "run_python",
+           "gc", "resource", "socket", "threading"]

@@ -1,0 +1,475 @@
+"""Reliability 3: threads.
+
+Bounded stress: mutator threads register / modify (events, data, both) / unregister on the
+socket pairs they own and make them ready or drain them, while selector threads loop in
+select() on the same selector; at the end every fd registered and not unregistered must be
+reported when made ready, with its last events and data.  A last phase closes the selector
+while selector threads are blocked in it.  Each test runs on the stdlib too (that run
+validates the test) and the exceptions seen must be the stdlib's: none, except
+RuntimeError("concurrent poll() invocation") for PollSelector, which allows one select() at
+a time.
+
+Figures: STRESS_SECONDS of stress with MUTATORS mutator threads and SELECTORS selector
+threads, on PAIRS socket pairs, for each of Epoll, Poll, Select (rselectors); the stdlib runs
+a third of that.
+"""
+
+import random
+import socket
+import threading
+import time
+
+import pytest
+
+import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from reliability_support import join_all
+
+R, W, RW = 1, 2, 3
+STRESS_SECONDS = 3.0
+MUTATORS = 2
+SELECTORS = 2
+PAIRS_PER_MUTATOR = 24
+POLL_CONCURRENT = ("RuntimeError", "concurrent poll() invocation")
+
+STATS = {}
+
+
+def _drain(sock):
+    try:
+        while sock.recv(65536):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+class Mutator(threading.Thread):
+    def __init__(self, sel, pairs, seed, stop):
+        super().__init__(daemon=True)
+        self.sel = sel
+        self.pairs = pairs  # [(a, b)]: a is registered, b is the peer
+        self.rng = random.Random(seed)
+        self.stop = stop
+        self.expected = {}  # a -> (events, data)
+        self.errors = []
+        self.ops = 0
+
+    def run(self):
+        rng = self.rng
+        try:
+            while not self.stop.is_set():
+                a, b = rng.choice(self.pairs)
+                op = rng.random()
+                if a not in self.expected:
+                    ev = rng.choice((R, W, RW))
+                    data = ("d", a.fileno(), self.ops)
+                    key = self.sel.register(a, ev, data)
+                    assert key.fileobj is a and key.events == ev and key.data is data
+                    self.expected[a] = (ev, data)
+                elif op < 0.3:
+                    key = self.sel.unregister(a)
+                    assert key.fileobj is a and (key.events, key.data) == self.expected.pop(a)
+                elif op < 0.6:
+                    what = rng.choice(("events", "data", "both"))
+                    ev, data = self.expected[a]
+                    if what in ("events", "both"):
+                        ev = rng.choice((R, W, RW))
+                    if what in ("data", "both"):
+                        data = ("d", a.fileno(), self.ops)
+                    key = self.sel.modify(a, ev, data)
+                    assert key.events == ev and key.data is data
+                    self.expected[a] = (ev, data)
+                elif op < 0.75:
+                    key = self.sel.get_key(a)
+                    assert (key.events, key.data) == self.expected[a]
+                elif op < 0.9:
+                    b.send(b"x")
+                else:
+                    _drain(a)
+                self.ops += 1
+                if self.ops % 50 == 0:
+                    time.sleep(0)  # let the selector threads in
+        except BaseException as exc:  # noqa: BLE001
+            self.errors.append(exc)
+
+
+class SelectLoop(threading.Thread):
+    def __init__(self, sel, owned, stop, timeout=0.02):
+        super().__init__(daemon=True)
+        self.sel = sel
+        self.owned = owned  # set of our sockets (ids)
+        self.stop = stop
+        self.timeout = timeout
+        self.errors = []
+        self.seen = {}  # (type, msg) -> count of exceptions
+        self.calls = 0
+        self.reported = 0
+
+    def run(self):
+        try:
+            while not self.stop.is_set():
+                try:
+                    ready = self.sel.select(self.timeout)
+                except Exception as exc:  # noqa: BLE001
+                    sig = (type(exc).__name__, str(exc))
+                    self.seen[sig] = self.seen.get(sig, 0) + 1
+                    time.sleep(0.001)
+                    continue
+                self.calls += 1
+                for key, ev in ready:
+                    self.reported += 1
+                    assert type(key).__name__ == "SelectorKey", key
+                    assert id(key.fileobj) in self.owned, key
+                    assert key.fd == key.fileobj.fileno()
+                    assert ev in (R, W, RW) and ev & ~key.events == 0 or ev == 0, (key, ev)
+        except BaseException as exc:  # noqa: BLE001
+            self.errors.append(exc)
+
+
+@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+def test_thread_stress(module, kind):
+    seconds = STRESS_SECONDS if module.__name__ == "rselectors" else STRESS_SECONDS / 3
+    sel = getattr(module, kind + "Selector")()
+    pairs = []
+    try:
+        for _ in range(MUTATORS * PAIRS_PER_MUTATOR):
+            a, b = socket.socketpair()
+            a.setblocking(False)
+            b.setblocking(False)
+            pairs.append((a, b))
+        owned = {id(a) for a, _ in pairs}
+        stop = threading.Event()
+        muts = [Mutator(sel, pairs[i::MUTATORS], seed=i, stop=stop) for i in range(MUTATORS)]
+        loops = [SelectLoop(sel, owned, stop) for _ in range(SELECTORS)]
+        for t in loops + muts:
+            t.start()
+        time.sleep(seconds)
+        stop.set()
+        alive = join_all(loops + muts, 10)
+        assert not alive, "threads deadlocked: %r" % alive
+        for t in muts + loops:
+            assert not t.errors, "%s: %r" % (t.__class__.__name__, t.errors)
+        seen = {}
+        for t in loops:
+            for sig, n in t.seen.items():
+                seen[sig] = seen.get(sig, 0) + n
+        allowed = {POLL_CONCURRENT} if kind == "Poll" else set()
+        assert set(seen) <= allowed, seen
+        assert sum(t.calls for t in loops) > 0
+
+        # Nothing lost: every fd registered and not unregistered is reported, with its
+        # last events and data, once all are made readable (and are writable anyway).
+        expected = {}
+        for m in muts:
+            expected.update(m.expected)
+        assert len(sel.get_map()) == len(expected)
+        for a, b in pairs:
+            b.send(b"y")
+        ready = sel.select(1)
+        got = {key.fileobj: (key.events, key.data, ev) for key, ev in ready}
+        want = {a: (ev, data, ev) for a, (ev, data) in expected.items()}
+        assert got == want
+        for a, (ev, data) in expected.items():
+            key = sel.get_key(a)
+            assert (key.events, key.data) == (ev, data)
+        STATS[(module.__name__, kind)] = dict(
+            seconds=seconds, ops=sum(m.ops for m in muts), selects=sum(t.calls for t in loops),
+            reported=sum(t.reported for t in loops), registered_at_end=len(expected),
+            exceptions=seen)
+    finally:
+        sel.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+def test_close_while_threads_blocked(module, kind):
+    """Two threads blocked in select(5) on an idle fd; a third closes the selector; the
+    fd is then made ready: the blocked threads return (or raise the stdlib's exception)
+    within a bound, and close() itself returns promptly."""
+    sel = getattr(module, kind + "Selector")()
+    a, b = socket.socketpair()
+    try:
+        sel.register(a, R, "a")
+        results = []
+
+        def waiter():
+            try:
+                results.append(("ok", sel.select(5)))
+            except Exception as exc:  # noqa: BLE001
+                results.append(("raise", type(exc).__name__, str(exc)))
+
+        waiters = [threading.Thread(target=waiter, daemon=True) for _ in range(2)]
+        for t in waiters:
+            t.start()
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        closer = threading.Thread(target=sel.close, daemon=True)
+        closer.start()
+        closer.join(2)
+        assert not closer.is_alive(), "close() blocked behind a select()"
+        assert time.monotonic() - t0 < 1.0
+        b.send(b"x")
+        assert not join_all(waiters, 6), "a select() never returned after close()"
+        assert sel.get_map() is None
+        for res in results:
+            if res[0] == "ok":
+                # a wait that started before close may still see the fd ready, but no key
+                # survives close(): nothing can be reported
+                assert res[1] == [], res
+            else:
+                assert res[1:] == POLL_CONCURRENT and kind == "Poll", res
+    finally:
+        sel.close()
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("n_waiters", [1, 3])
+def test_select_none_woken_by_registration_from_other_thread(module, n_waiters):
+    """Threads blocked in EpollSelector.select(None) are woken by an fd another thread
+    registers and then makes ready (no watchdog needed: the thread joins in a bound or the
+    test fails; a final send unblocks a stuck thread so nothing is leaked)."""
+    sel = module.EpollSelector()
+    a, b = socket.socketpair()
+    idle, idle_peer = socket.socketpair()
+    try:
+        sel.register(idle, R, "idle")
+        results = []
+
+        def waiter():
+            results.append((time.monotonic(), sel.select(None)))
+
+        waiters = [threading.Thread(target=waiter, daemon=True) for _ in range(n_waiters)]
+        for t in waiters:
+            t.start()
+        time.sleep(0.2)
+        key = {}
+
+        def registrar():
+            key["a"] = sel.register(a, R, "late")
+            b.send(b"z")
+
+        t0 = time.monotonic()
+        th = threading.Thread(target=registrar)
+        th.start()
+        th.join(2)
+        alive = join_all(waiters, 2)
+        if alive:
+            idle_peer.send(b"!")  # unstick them before failing
+            join_all(alive, 2)
+        assert not alive, "select(None) not woken by a registration made in another thread"
+        for t_done, ready in results:
+            assert ready == [(key["a"], R)]
+            assert ready[0][0] is key["a"]
+            assert t_done - t0 < 1.0
+    finally:
+        sel.close()
+        for s in (a, b, idle, idle_peer):
+            s.close()
+
+
+def _norm(exc):
+    """(type, message) with object reprs and numbers blanked, for comparing sets."""
+    import re
+
+    msg = re.sub(r"<[^>]*>", "<obj>", str(exc))
+    msg = re.sub(r"\d+", "N", msg)
+    return (type(exc).__name__, msg)
+
+
+def _closed_outcomes(module, kind):
+    """What each operation raises on a closed selector of the stdlib (the allowed set)."""
+    import selectors as std
+
+    allowed = set()
+    a, b = socket.socketpair()
+    try:
+        for setup in ("registered", "unregistered"):
+            sel = getattr(std, kind + "Selector")()
+            if setup == "registered":
+                sel.register(a, R, "x")
+            sel.close()
+            for fn in (lambda: sel.register(a, R, "y"), lambda: sel.unregister(a),
+                       lambda: sel.modify(a, W, "z"), lambda: sel.get_key(a),
+                       lambda: sel.select(0), lambda: len(sel.get_map())):
+                try:
+                    fn()
+                except Exception as exc:  # noqa: BLE001
+                    allowed.add(_norm(exc))
+    finally:
+        a.close()
+        b.close()
+    return allowed
+
+
+@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+def test_close_during_stress(module, kind):
+    """Mutators and selector loops keep going while a third party closes the selector: every
+    exception afterwards is one the stdlib raises for that operation on a closed selector
+    (or, for Poll, the concurrent-poll RuntimeError), nothing deadlocks, and get_map() is
+    None at the end."""
+    sel = getattr(module, kind + "Selector")()
+    pairs = []
+    errors = []
+    stop = threading.Event()
+
+    def mutate(mine, seed):
+        rng = random.Random(seed)
+        while not stop.is_set():
+            a, b = rng.choice(mine)
+            op = rng.randrange(5)
+            try:
+                if op == 0:
+                    sel.register(a, rng.choice((R, W, RW)), "d")
+                elif op == 1:
+                    sel.unregister(a)
+                elif op == 2:
+                    sel.modify(a, rng.choice((R, W, RW)), "e")
+                elif op == 3:
+                    sel.get_key(a)
+                else:
+                    try:
+                        b.send(b"x")
+                    except BlockingIOError:
+                        _drain(a)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(("mutator", exc))
+
+    def loop():
+        while not stop.is_set():
+            try:
+                sel.select(0.01)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(("select", exc))
+                time.sleep(0.001)
+
+    try:
+        for _ in range(16):
+            a, b = socket.socketpair()
+            a.setblocking(False)
+            b.setblocking(False)
+            pairs.append((a, b))
+        threads = [threading.Thread(target=mutate, args=(pairs[i::2], i), daemon=True)
+                   for i in range(2)]
+        threads += [threading.Thread(target=loop, daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        n_before = len(errors)
+        closer = threading.Thread(target=sel.close, daemon=True)
+        closer.start()
+        closer.join(2)
+        assert not closer.is_alive(), "close() deadlocked"
+        time.sleep(0.3)
+        stop.set()
+        assert not join_all(threads, 10), "threads deadlocked after close()"
+        before_close = {_norm(e) for _, e in errors[:n_before]}
+        after_close = {_norm(e) for _, e in errors[n_before:]}
+        # before close: only the mutators' own races (none: each owns its pairs) and, for
+        # Poll, concurrent polls; KeyErrors of unregister/modify of unregistered pairs
+        ok_before = {("RuntimeError", "concurrent poll() invocation")} if kind == "Poll" else set()
+        ok_before |= {("KeyError", "'<obj> is not registered'"),
+                      ("KeyError", "'<obj> (FD N) is already registered'")}
+        assert before_close <= ok_before, before_close - ok_before
+        allowed = _closed_outcomes(module, kind) | ok_before
+        if kind == "Epoll":
+            # the stdlib's race: a call that checked the epoll object was open, then released
+            # the GIL for epoll_ctl/epoll_wait on a fd close() has just closed
+            allowed.add(("OSError", "[Errno N] Bad file descriptor"))
+        assert after_close <= allowed, after_close - allowed
+        assert sel.get_map() is None
+    finally:
+        stop.set()
+        sel.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+def test_map_iteration_while_other_threads_mutate(module, kind):
+    """Threads iterating get_map() (keys, items, values, len, in, []) while others register
+    and unregister: only the stdlib's exceptions (the dict iterator's RuntimeErrors, and
+    KeyError for a key removed between iteration and lookup), every key yielded is well
+    formed, no crash, no deadlock."""
+    sel = getattr(module, kind + "Selector")()
+    pairs = [socket.socketpair() for _ in range(32)]
+    stop = threading.Event()
+    seen = {}
+    bad = []
+
+    def note(exc):
+        sig = _norm(exc)
+        seen[sig] = seen.get(sig, 0) + 1
+
+    def mutate(mine, seed):
+        rng = random.Random(seed)
+        registered = set()
+        while not stop.is_set():
+            a, _ = rng.choice(mine)
+            try:
+                if a in registered:
+                    sel.unregister(a)
+                    registered.discard(a)
+                else:
+                    sel.register(a, R, ("d", a.fileno()))
+                    registered.add(a)
+            except Exception as exc:  # noqa: BLE001
+                bad.append(exc)
+
+    def iterate(seed):
+        rng = random.Random(seed)
+        m = sel.get_map()
+        while not stop.is_set():
+            op = rng.randrange(6)
+            try:
+                if op == 0:
+                    for fd in m:
+                        assert isinstance(fd, int)
+                elif op == 1:
+                    for fd, key in m.items():
+                        assert key.fd == fd and key.data == ("d", fd), (fd, key)
+                elif op == 2:
+                    for key in m.values():
+                        assert key.data == ("d", key.fd), key
+                elif op == 3:
+                    len(m)
+                else:
+                    a, _ = rng.choice(pairs)
+                    if op == 4:
+                        a in m
+                    else:
+                        m.get(a)
+            except (RuntimeError, KeyError) as exc:
+                note(exc)
+            except Exception as exc:  # noqa: BLE001
+                bad.append(exc)
+
+    threads = [threading.Thread(target=mutate, args=(pairs[i::2], i), daemon=True)
+               for i in range(2)]
+    threads += [threading.Thread(target=iterate, args=(10 + i,), daemon=True) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0 if module.__name__ == "rselectors" else 0.5)
+        stop.set()
+        assert not join_all(threads, 10), "deadlock"
+        assert not bad, bad[:5]
+        allowed = {("RuntimeError", "dictionary changed size during iteration"),
+                   ("RuntimeError", "dictionary keys changed during iteration"),
+                   ("KeyError", "'N is not registered'")}
+        assert set(seen) <= allowed, set(seen) - allowed
+        STATS[(module.__name__, kind, "map-iteration")] = dict(exceptions=seen)
+    finally:
+        stop.set()
+        sel.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_print_stress_figures():
+    """Not a check: prints the stress figures (pytest -s) for the closing note."""
+    for k, v in sorted(STATS.items()):
+        print("stress", k, v)
