@@ -45,7 +45,11 @@ fn new_key<'py>(
             return Err(PyErr::fetch(py));
         }
         for (i, item) in [fileobj, fd, events, data].into_iter().enumerate() {
+            #[cfg(not(feature = "abi3"))]
             ffi::PyTuple_SET_ITEM(key, i as ffi::Py_ssize_t, item.clone().into_ptr());
+            // The limited API's checked setter; it cannot fail on a fresh 4-slot tuple.
+            #[cfg(feature = "abi3")]
+            ffi::PyTuple_SetItem(key, i as ffi::Py_ssize_t, item.clone().into_ptr());
         }
         Ok(Bound::from_owned_ptr(py, key)
             .cast_into_unchecked::<PyTuple>()

@@ -235,7 +235,11 @@ impl SelectorBase {
                 // SAFETY: `list` has `ready.len()` empty slots and no one else has seen it;
                 // each slot is filled once, with a reference the list takes over.
                 unsafe {
-                    ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr())
+                    #[cfg(not(feature = "abi3"))]
+                    ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr());
+                    // The limited API's checked setter; it cannot fail on an in-range index.
+                    #[cfg(feature = "abi3")]
+                    ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr());
                 };
             }
         }
