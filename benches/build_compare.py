@@ -1,0 +1,45 @@
+"""Side-by-side timing of two builds of rselectors (e.g. default vs --features abi3).
+
+Each figure is rselectors relative to the raw select.epoll call in the same process, so runs of
+different builds in different processes can be compared. Usage (see BENCHMARKS.md):
+
+    maturin build --release -o /tmp/wdef
+    maturin build --release --features abi3 -o /tmp/wabi3
+    mkdir /tmp/defpkg /tmp/abi3pkg
+    (cd /tmp/defpkg && unzip -q /tmp/wdef/*.whl); (cd /tmp/abi3pkg && unzip -q /tmp/wabi3/*.whl)
+    for i in 1 2 3 4 5; do for v in def abi3; do
+        echo "$v $(PYTHONPATH=/tmp/${v}pkg python benches/build_compare.py)"; done; done
+"""
+import json, resource, select, socket, sys, time
+import rselectors
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+def t(fn, n):
+    best = []
+    for _ in range(5):
+        s = time.thread_time()
+        for _ in range(n): fn()
+        best.append((time.thread_time() - s) / n)
+    best.sort(); return best[2] * 1e9
+out = {}
+for nreg, nready in [(1, 1), (100, 10), (8000, 100)]:
+    pairs = [socket.socketpair() for _ in range(nreg)]
+    for a, b in pairs[:nready]: b.send(b"x")
+    s = rselectors.EpollSelector()
+    for a, b in pairs: s.register(a, 1)
+    ep = select.epoll()
+    for a, b in pairs: ep.register(a.fileno(), select.EPOLLIN)
+    n = 3000 if nreg < 5000 else 300
+    out["select%s" % ((nreg, nready),)] = t(lambda: s.select(0), n) / t(lambda: ep.poll(0, nreg), n)
+    s.close(); ep.close()
+    for a, b in pairs: a.close(); b.close()
+a, b = socket.socketpair()
+s = rselectors.EpollSelector()
+ep = select.epoll(); fd = a.fileno()
+def rr(): s.register(a, 1); s.unregister(a)
+def raw(): ep.register(fd, 1); ep.unregister(fd)
+out["reg+unreg"] = t(rr, 20000) / t(raw, 20000)
+s.register(a, 1); ep.register(fd, 1)
+out["modify"] = t(lambda: (s.modify(a, 2), s.modify(a, 1)), 10000) / t(lambda: (ep.modify(fd, 4), ep.modify(fd, 1)), 10000)
+out["get_key_ns"] = t(lambda: s.get_key(a), 50000)
+print(json.dumps(out))
