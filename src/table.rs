@@ -59,8 +59,10 @@ impl<K> KeyTable<K> {
         if fd < DENSE_LIMIT {
             let i = fd as usize;
             if i >= self.dense.len() {
-                self.dense
-                    .resize((i + 1).next_power_of_two().max(64), EMPTY);
+                // Grow by a quarter, not double: the index is 4 bytes per fd number up to the
+                // highest, and the stdlib's dict is the memory bar per registered fd.
+                let len = self.dense.len();
+                self.dense.resize((i + 1).max(len + len / 4).max(64), EMPTY);
             }
             self.dense[i] = pos;
         } else if pos == EMPTY {

@@ -23,38 +23,45 @@ use crate::selector::{RegisterError, Selector};
 use crate::sys::is_interrupted;
 use crate::timeout::{Deadline, Remaining};
 
-/// What the table holds per fd: the `SelectorKey` handed to Python, its `events` as a plain
-/// number when it is one (the mask `select()` applies), and the `(key, events)` tuples
-/// `select()` has returned for it, indexed by `events`, so a ready fd costs a list append.
+/// What the table holds per fd: the `SelectorKey` handed to Python and, once `select()` has
+/// reported the fd, what makes reporting it again cheap. Kept to two pointers: the table
+/// holds one per registration, and the stdlib's dict is the memory bar.
 struct Entry {
     key: Py<PyTuple>,
-    /// `key.events & 3`: all that `events & key.events` can keep of an `events` in 0..=3.
+    results: Option<Box<ResultCache>>,
+}
+
+/// The `(key, events)` tuples `select()` returned for one key, indexed by `events`, so a ready
+/// fd costs a list append.
+struct ResultCache {
+    /// `key.events & 3` when `key.events` is a plain int (all that `events & key.events` can
+    /// keep of an `events` in 0..=3); None when it is something else, computed in Python.
     mask: Option<u8>,
-    results: [Option<Py<PyTuple>>; 4],
+    tuples: [Option<Py<PyTuple>>; 4],
 }
 
 impl Entry {
-    fn new(key: Py<PyTuple>, events: &Bound<'_, PyAny>) -> Self {
-        let mask = events_as_i64(events).map(|e| (e & 3) as u8);
-        Entry {
-            key,
-            mask,
-            results: Default::default(),
-        }
+    fn new(key: Py<PyTuple>) -> Self {
+        Entry { key, results: None }
     }
 
     /// What `select()` reports for this entry when the OS says `events`: the cached tuple, or
     /// what is needed to build one.
     fn ready(&self, py: Python<'_>, fd: u64, events: u8) -> Ready {
-        let masked = self.mask.map(|mask| usize::from(events & mask));
-        match masked.and_then(|m| self.results[m].as_ref()) {
-            Some(tuple) => Ready::Cached(tuple.clone_ref(py)),
-            None => Ready::Build {
-                fd,
-                key: self.key.clone_ref(py),
-                events,
-                masked,
-            },
+        let mask = self.results.as_ref().map(|cache| cache.mask);
+        if let Some(cache) = &self.results {
+            if let Some(tuple) = cache
+                .mask
+                .and_then(|m| cache.tuples[usize::from(events & m)].as_ref())
+            {
+                return Ready::Cached(tuple.clone_ref(py));
+            }
+        }
+        Ready::Build {
+            fd,
+            key: self.key.clone_ref(py),
+            events,
+            mask,
         }
     }
 
@@ -214,18 +221,21 @@ impl SelectorBase {
                 fd,
                 key,
                 events,
-                masked,
+                mask,
             } = item
             {
                 let key = key.bind(py);
-                let events_obj = match *masked {
+                let mask = match *mask {
+                    Some(mask) => mask,
+                    None => events_as_i64(&key.get_item(2)?).map(|e| (e & 3) as u8),
+                };
+                let masked = mask.map(|m| usize::from(*events & m));
+                let events_obj = match masked {
                     Some(m) => m.into_pyobject(py)?.into_any(),
                     None => events.into_pyobject(py)?.bitand(key.get_item(2)?)?,
                 };
                 let tuple = PyTuple::new(py, [key.as_any(), &events_obj])?.unbind();
-                if let Some(m) = *masked {
-                    built.push((*fd, key.clone().unbind(), m, tuple.clone_ref(py)));
-                }
+                built.push((*fd, key.clone().unbind(), mask, masked, tuple.clone_ref(py)));
                 *item = Ready::Cached(tuple);
             }
         }
@@ -245,10 +255,22 @@ impl SelectorBase {
         }
         if !built.is_empty() {
             let mut state = self.lock();
-            for (fd, key, m, tuple) in built.iter_mut() {
-                if let Some(entry) = state.core.key_mut(*fd) {
-                    if entry.key.is(&*key) && entry.results[*m].is_none() {
-                        entry.results[*m] = Some(tuple.clone_ref(py));
+            for (fd, key, mask, masked, tuple) in built.iter_mut() {
+                let Some(entry) = state.core.key_mut(*fd) else {
+                    continue;
+                };
+                if !entry.key.is(&*key) {
+                    continue;
+                }
+                let cache = entry.results.get_or_insert_with(|| {
+                    Box::new(ResultCache {
+                        mask: *mask,
+                        tuples: Default::default(),
+                    })
+                });
+                if let Some(m) = *masked {
+                    if cache.tuples[m].is_none() {
+                        cache.tuples[m] = Some(tuple.clone_ref(py));
                     }
                 }
             }
@@ -271,8 +293,8 @@ impl SelectorBase {
     }
 
     /// `_BaseSelectorImpl.modify`'s shortcut: a new key with new data, no system call.
-    fn replace_key(&self, fd: u64, key: Py<PyTuple>, events: &Bound<'_, PyAny>) {
-        let old = self.lock().core.replace_key(fd, Entry::new(key, events));
+    fn replace_key(&self, fd: u64, key: Py<PyTuple>) {
+        let old = self.lock().core.replace_key(fd, Entry::new(key));
         drop(old);
     }
 }
@@ -300,7 +322,7 @@ impl SelectorBase {
             warn_if_bool_fd(&fd_obj)?;
         }
         let is_bool = fd_obj.is_exact_instance_of::<PyBool>();
-        let entry = Entry::new(key.clone_ref(py), events);
+        let entry = Entry::new(key.clone_ref(py));
         let result = match self.poller.get() {
             None => self.lock().core.register(fd, interest, entry),
             Some(poller) => {
@@ -391,7 +413,7 @@ impl SelectorBase {
             }
             if differs(data, &old_data)? {
                 let new = new_key(py, &old_fileobj, &old_fd, &old_events, data)?;
-                this.replace_key(fd, new.clone_ref(py), &old_events);
+                this.replace_key(fd, new.clone_ref(py));
                 return Ok(new.into_any());
             }
             return Ok(key.unbind().into_any());
@@ -429,7 +451,7 @@ impl SelectorBase {
             return Ok(key.unbind().into_any());
         }
         let new = new_key(py, &old_fileobj, &old_fd, events, data)?;
-        this.replace_key(fd, new.clone_ref(py), events);
+        this.replace_key(fd, new.clone_ref(py));
         Ok(new.into_any())
     }
 
@@ -582,7 +604,7 @@ impl SelectorBase {
         };
         for (_, entry) in state.core.keys().iter() {
             visit.call(&entry.key)?;
-            for tuple in entry.results.iter().flatten() {
+            for tuple in entry.results.iter().flat_map(|c| c.tuples.iter()).flatten() {
                 visit.call(tuple)?;
             }
         }
@@ -662,12 +684,12 @@ selector_class!(
 enum Ready {
     /// The `(key, events)` tuple returned for the same key and events before.
     Cached(Py<PyTuple>),
-    /// A tuple to build; `masked` is `events & key.events` when both are plain numbers.
+    /// A tuple to build; `mask` is the entry's cached mask, None when not yet known.
     Build {
         fd: u64,
         key: Py<PyTuple>,
         events: u8,
-        masked: Option<usize>,
+        mask: Option<Option<u8>>,
     },
 }
 
