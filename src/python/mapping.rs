@@ -34,9 +34,7 @@ impl SelectorMapping {
     }
 
     fn __contains__(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<bool> {
-        let sel = self.selector.bind(py).get();
-        let fd = sel.lookup(fileobj)?;
-        Ok(sel.key_for(py, fd).is_some())
+        Ok(self.selector.bind(py).get().find(fileobj)?.is_some())
     }
 
     #[pyo3(signature = (fileobj, default=None))]
@@ -46,9 +44,7 @@ impl SelectorMapping {
         fileobj: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let sel = self.selector.bind(py).get();
-        let fd = sel.lookup(fileobj)?;
-        Ok(match sel.key_for(py, fd) {
+        Ok(match self.selector.bind(py).get().find(fileobj)? {
             Some(key) => key.into_any(),
             None => default.unwrap_or_else(|| py.None()),
         })

@@ -133,13 +133,9 @@ impl SelectorBase {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// `_fileobj_lookup`: the fd of `fileobj`, or, when it no longer has a valid one, the fd
-    /// it was registered under (an identity search, so closed files can be unregistered).
-    pub(super) fn lookup(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<FdNum> {
-        Ok(self.lookup_fd_object(fileobj)?.1)
-    }
-
-    /// `lookup`, with the fd as the Python object a key holds.
+    /// `_fileobj_lookup`: the fd of `fileobj` (as the Python object a key holds, and its
+    /// number), or, when it no longer has a valid one, the fd it was registered under (an
+    /// identity search, so closed files can be unregistered).
     fn lookup_fd_object<'py>(
         &self,
         fileobj: &Bound<'py, PyAny>,
@@ -165,6 +161,12 @@ impl SelectorBase {
         let state = self.lock();
         let entry = state.core.keys().get(fd?)?;
         Some(entry.key.clone_ref(py))
+    }
+
+    /// The key registered for `fileobj`, if any (a bad file object raises as in the stdlib).
+    pub(super) fn find(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyTuple>>> {
+        let (_, fd) = self.lookup_fd_object(fileobj)?;
+        Ok(self.key_for(fileobj.py(), fd))
     }
 
     /// `KeyError("<fileobj!r> is not registered")`, raised by the stdlib while handling the
