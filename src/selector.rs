@@ -98,6 +98,16 @@ impl<B: Backend, K> Selector<B, K> {
     pub fn end_wait(&mut self, wait: B::Wait) {
         self.backend.end_wait(wait);
     }
+
+    /// A zero-timeout wait made in one go: `f` gets each ready fd that has a key.
+    pub fn poll_now(&mut self, f: &mut dyn FnMut(u64, &K, u8)) -> Result<(), Error> {
+        let keys = &self.keys;
+        self.backend.poll_now(keys.len().max(1), &mut |fd, events| {
+            if let Some(key) = keys.get(fd) {
+                f(fd, key, events);
+            }
+        })
+    }
 }
 
 #[cfg(all(test, epoll))]

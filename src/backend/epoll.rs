@@ -78,6 +78,24 @@ impl Backend for Epoll {
         })
     }
 
+    fn poll_now(&mut self, max_events: usize, f: &mut dyn FnMut(u64, u8)) -> Result<()> {
+        // The caller holds the selector, so close() cannot run: no need to lend the fd.
+        let epfd = self.epfd.raw()?;
+        let max_events = max_events.clamp(1, libc::c_int::MAX as usize);
+        self.spare.clear();
+        self.spare.reserve(max_events);
+        let n = syscall!(epoll_wait(
+            epfd,
+            self.spare.as_mut_ptr(),
+            max_events as libc::c_int,
+            0
+        ))?;
+        // SAFETY: epoll_wait initialised the first `n` (<= capacity) events.
+        let ready = unsafe { std::slice::from_raw_parts(self.spare.as_ptr(), n as usize) };
+        report(ready, f);
+        Ok(())
+    }
+
     fn end_wait(&mut self, wait: EpollWait) {
         self.epfd.give_back(wait.epfd);
         if wait.events.capacity() > self.spare.capacity() {
@@ -117,11 +135,15 @@ impl Wait for EpollWait {
     fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
         // SAFETY: epoll_wait initialised the first `ready` (<= capacity) events.
         let ready = unsafe { std::slice::from_raw_parts(self.events.as_ptr(), self.ready) };
-        for event in ready {
-            let events =
-                poll_like_events(event.events, libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
-            f(event.u64, events);
-        }
+        report(ready, f);
+    }
+}
+
+/// Hands each event epoll reported to `f` as `(fd, READ/WRITE mask)`.
+fn report(ready: &[libc::epoll_event], f: &mut dyn FnMut(u64, u8)) {
+    for event in ready {
+        let events = poll_like_events(event.events, libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
+        f(event.u64, events);
     }
 }
 
@@ -156,6 +178,25 @@ mod tests {
         assert_eq!(ready(&mut ep, None), vec![(bfd, READ | WRITE)]);
         ep.remove(bfd).unwrap();
         assert!(ready(&mut ep, Some(Duration::from_millis(1))).is_empty());
+    }
+
+    #[test]
+    fn poll_now_reports_what_a_wait_reports() {
+        let (mut a, b) = socket_pair();
+        let mut ep = Epoll::new().unwrap();
+        let bfd = b.as_raw_fd() as u64;
+        ep.add(bfd, READ | WRITE).unwrap();
+        let now = |ep: &mut Epoll| {
+            let mut out = Vec::new();
+            ep.poll_now(4, &mut |fd, ev| out.push((fd, ev)))
+                .map(|()| out)
+        };
+        assert_eq!(now(&mut ep).unwrap(), vec![(bfd, WRITE)]);
+        a.write_all(b"x").unwrap();
+        assert_eq!(now(&mut ep).unwrap(), ready(&mut ep, Some(Duration::ZERO)));
+        assert_eq!(now(&mut ep).unwrap(), vec![(bfd, READ | WRITE)]);
+        ep.close();
+        assert!(matches!(now(&mut ep), Err(Error::Closed("epoll"))));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use crate::sys::FdTooLarge;
 use crate::timeout::Timeout;
@@ -65,6 +66,18 @@ pub trait Backend: Send {
     fn begin_wait(&mut self, max_events: usize) -> Result<Self::Wait>;
     /// Takes back what `begin_wait` lent out, for reuse by the next wait.
     fn end_wait(&mut self, wait: Self::Wait);
+    /// A wait with a zero timeout, made while the caller holds the selector: it cannot block,
+    /// so a mechanism may skip the lending that `begin_wait` does. `f` sees the ready fds as
+    /// `for_each_ready` shows them; EINTR comes back as an error.
+    fn poll_now(&mut self, max_events: usize, f: &mut dyn FnMut(u64, u8)) -> Result<()> {
+        let mut wait = self.begin_wait(max_events)?;
+        let result = wait.wait(Some(Duration::ZERO));
+        if result.is_ok() {
+            wait.for_each_ready(f);
+        }
+        self.end_wait(wait);
+        Ok(result?)
+    }
     /// Releases the OS handle, if the mechanism has one. Registrations a stateless
     /// mechanism (poll, select) keeps in user space stay, as they do in the stdlib.
     fn close(&mut self);
@@ -168,6 +181,10 @@ impl Backend for AnyBackend {
             (AnyBackend::Select(b), AnyWait::Select(w)) => b.end_wait(w),
             _ => {}
         }
+    }
+
+    fn poll_now(&mut self, max_events: usize, f: &mut dyn FnMut(u64, u8)) -> Result<()> {
+        dispatch!(self, AnyBackend, b => b.poll_now(max_events, f))
     }
 
     fn close(&mut self) {

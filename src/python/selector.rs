@@ -10,6 +10,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
+use smallvec::SmallVec;
 
 use super::convert::{
     backend_error, check_register_events, differs, events_as_i64, fileobj_to_fd, interest_of,
@@ -213,7 +214,7 @@ impl SelectorBase {
     fn ready_list<'py>(
         &self,
         py: Python<'py>,
-        mut ready: Vec<Ready>,
+        mut ready: ReadyList,
     ) -> PyResult<Bound<'py, PyList>> {
         // First every tuple (this may run Python code, for an `events` that is no plain int),
         // then the list, filled where no Python code can see it half-made.
@@ -279,6 +280,35 @@ impl SelectorBase {
         }
         drop(built);
         Ok(list)
+    }
+
+    /// `select(0)`: a wait that cannot block, so it is made under the lock, with the GIL kept
+    /// (releasing it would cost more than the system call).
+    fn select_now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut ready = ReadyList::new();
+        let (result, bool_fds) = {
+            let mut state = self.lock();
+            let result = state.core.poll_now(&mut |fd, entry, events| {
+                ready.push(entry.ready(py, fd, events));
+            });
+            (result, state.bool_fds)
+        };
+        if self.kind == Kind::Select && bool_fds > 0 {
+            // select.select() converts every fd it is given; a bool one warns (3.13+). The
+            // stdlib warns before its (side-effect free) zero-timeout call; raising here
+            // instead of there is the same to the caller.
+            warn_if_bool_fd(&PyBool::new(py, true))?;
+        }
+        match result {
+            Ok(()) => self.ready_list(py, ready),
+            // The stdlib retries with what is left of a zero timeout: nothing.
+            Err(crate::backend::Error::Os(err)) if is_interrupted(&err) => {
+                drop(ready);
+                py.check_signals()?;
+                Ok(PyList::empty(py))
+            }
+            Err(err) => Err(backend_error(err)),
+        }
     }
 
     /// `fileno()` of the selectors with an OS handle: the epoll or kqueue fd.
@@ -478,7 +508,7 @@ impl SelectorBase {
         if let Some(poller) = self.poller.get() {
             let max_events = self.len().max(1);
             let polled = poller.poll(py, self.kind, timeout, max_events)?;
-            let mut ready = Vec::with_capacity(polled.len());
+            let mut ready = ReadyList::with_capacity(polled.len());
             {
                 let state = self.lock();
                 for (fd, events) in polled {
@@ -488,6 +518,9 @@ impl SelectorBase {
                 }
             }
             return self.ready_list(py, ready);
+        }
+        if timeout == Some(Duration::ZERO) {
+            return self.select_now(py);
         }
         if self.kind == Kind::Select && self.lock().bool_fds > 0 {
             // select.select() converts every fd it is given; a bool one warns (3.13+).
@@ -499,11 +532,7 @@ impl SelectorBase {
         let mut left = timeout;
         let outcome = loop {
             // A zero timeout cannot block: keep the GIL rather than pay to release it.
-            let result = if left == Some(Duration::ZERO) {
-                wait.wait(left)
-            } else {
-                py.detach(|| wait.wait(left))
-            };
+            let result = py.detach(|| wait.wait(left));
             match result {
                 Ok(()) => break Ok(true),
                 Err(err) if is_interrupted(&err) => {
@@ -520,7 +549,7 @@ impl SelectorBase {
             }
         };
 
-        let mut ready = Vec::new();
+        let mut ready = ReadyList::new();
         {
             let mut state = self.lock();
             if let Ok(true) = outcome {
@@ -681,6 +710,9 @@ selector_class!(
     Kind::Select,
     "Select-based selector."
 );
+
+/// The ready fds of one `select()`: a few live on the stack.
+type ReadyList = SmallVec<[Ready; 8]>;
 
 /// One ready fd, as found under the lock.
 enum Ready {
