@@ -150,13 +150,19 @@ pub fn interest_of(events: &Bound<'_, PyAny>) -> PyResult<u8> {
 
 /// `a != b` as Python evaluates it, skipping the call where identity settles it.
 pub fn differs(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match differs_natively(a, b) {
+        Some(result) => Ok(result),
+        None => a.ne(b),
+    }
+}
+
+/// `a != b` when it can be answered without running Python code (which could raise, or
+/// see the selector half-way through a call): the same None or int, or two plain ints.
+pub fn differs_natively(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> Option<bool> {
     if a.is(b) && (a.is_none() || a.is_exact_instance_of::<PyInt>()) {
-        return Ok(false);
+        return Some(false);
     }
-    if let (Some(x), Some(y)) = (exact_i64(a), exact_i64(b)) {
-        return Ok(x != y);
-    }
-    a.ne(b)
+    Some(exact_i64(a)? != exact_i64(b)?)
 }
 
 fn exact_i64(obj: &Bound<'_, PyAny>) -> Option<i64> {

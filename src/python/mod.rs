@@ -36,24 +36,55 @@ fn new_key<'py>(
     events: &Bound<'py, PyAny>,
     data: &Bound<'py, PyAny>,
 ) -> PyResult<Py<PyTuple>> {
-    let cls = SELECTOR_KEY.get(py).expect("set at import");
-    // SAFETY: SelectorKey is a namedtuple, a tuple subclass with no fields of its own, so its
-    // allocator returns a 4-slot tuple; each slot gets a new reference before Python sees it.
-    unsafe {
-        let key = ffi::PyType_GenericAlloc(cls.as_ptr().cast(), 4);
-        if key.is_null() {
-            return Err(PyErr::fetch(py));
+    Ok(BlankKey::new(py)?.fill(fileobj, fd, events, data))
+}
+
+/// A `SelectorKey` allocated with its four slots still empty (as `PyTuple_New` hands out a
+/// tuple), to be filled where nothing may be allocated: under a selector's lock, where an
+/// allocation could start the garbage collector and with it any `__del__`. Dropped unfilled,
+/// it is freed like any tuple.
+struct BlankKey(Py<PyTuple>);
+
+impl BlankKey {
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let cls = SELECTOR_KEY.get(py).expect("set at import");
+        // SAFETY: SelectorKey is a namedtuple, a tuple subclass with no fields of its own, so
+        // its allocator returns a tuple of 4 empty slots, which `fill` sets before Python
+        // code can see it.
+        unsafe {
+            let key = ffi::PyType_GenericAlloc(cls.as_ptr().cast(), 4);
+            if key.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            Ok(BlankKey(
+                Bound::from_owned_ptr(py, key)
+                    .cast_into_unchecked::<PyTuple>()
+                    .unbind(),
+            ))
         }
+    }
+
+    /// Sets the four fields (new references, no allocation, no Python code).
+    fn fill(
+        self,
+        fileobj: &Bound<'_, PyAny>,
+        fd: &Bound<'_, PyAny>,
+        events: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> Py<PyTuple> {
+        let key = self.0;
         for (i, item) in [fileobj, fd, events, data].into_iter().enumerate() {
-            #[cfg(not(feature = "abi3"))]
-            ffi::PyTuple_SET_ITEM(key, i as ffi::Py_ssize_t, item.clone().into_ptr());
-            // The limited API's checked setter; it cannot fail on a fresh 4-slot tuple.
-            #[cfg(feature = "abi3")]
-            ffi::PyTuple_SetItem(key, i as ffi::Py_ssize_t, item.clone().into_ptr());
+            // SAFETY: `key` is a fresh 4-slot tuple no one else has seen; each empty slot is
+            // filled once, with a reference the tuple takes over.
+            unsafe {
+                #[cfg(not(feature = "abi3"))]
+                ffi::PyTuple_SET_ITEM(key.as_ptr(), i as ffi::Py_ssize_t, item.clone().into_ptr());
+                // The limited API's checked setter; it cannot fail on a fresh 4-slot tuple.
+                #[cfg(feature = "abi3")]
+                ffi::PyTuple_SetItem(key.as_ptr(), i as ffi::Py_ssize_t, item.clone().into_ptr());
+            }
         }
-        Ok(Bound::from_owned_ptr(py, key)
-            .cast_into_unchecked::<PyTuple>()
-            .unbind())
+        key
     }
 }
 

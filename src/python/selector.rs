@@ -13,12 +13,12 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use smallvec::SmallVec;
 
 use super::convert::{
-    backend_error, check_register_events, differs, events_as_i64, fileobj_to_fd, interest_of,
-    os_error, parse_timeout, python_3_13, python_format, warn_if_bool_fd, FdNum, Kind,
+    backend_error, check_register_events, differs, differs_natively, events_as_i64, fileobj_to_fd,
+    interest_of, os_error, parse_timeout, python_3_13, python_format, warn_if_bool_fd, FdNum, Kind,
     ParsedTimeout,
 };
 use super::poller::CustomPoller;
-use super::{new_key, SELECTOR_MAPPING};
+use super::{new_key, BlankKey, SELECTOR_MAPPING};
 use crate::backend::{poll::Poll, select::Select, AnyBackend, Backend, Wait};
 use crate::selector::{RegisterError, Selector};
 use crate::sys::is_interrupted;
@@ -282,6 +282,54 @@ impl SelectorBase {
         Ok(list)
     }
 
+    /// `_PollLikeSelector.modify` in one lock hold, for the common case where it needs no
+    /// Python code: `events` and `data` compare with the key's natively, and the fd is no
+    /// bool (3.13 warns about those). None, with nothing done, when the general path must
+    /// run (an odd argument, a replaced `_selector_cls`, an fd not registered).
+    fn modify_natively(
+        &self,
+        py: Python<'_>,
+        fd: u64,
+        events: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyTuple>>> {
+        if self.poller.get().is_some() || events_as_i64(events).is_none() {
+            return Ok(None);
+        }
+        let interest = interest_of(events)?;
+        let blank = BlankKey::new(py)?;
+        let mut state = self.lock();
+        let Some(entry) = state.core.keys().get(fd) else {
+            return Ok(None);
+        };
+        let key = entry.key.bind(py).clone();
+        let [old_fileobj, old_fd, old_events, old_data] = [0, 1, 2, 3].map(|i| entry.field(py, i));
+        let (Some(events_changed), Some(data_changed), false) = (
+            differs_natively(events, &old_events),
+            differs_natively(data, &old_data),
+            old_fd.is_exact_instance_of::<PyBool>(),
+        ) else {
+            drop(state);
+            return Ok(None);
+        };
+        if !events_changed && !data_changed {
+            drop(state);
+            return Ok(Some(key.unbind()));
+        }
+        if events_changed {
+            if let Err((err, removed)) = state.core.modify_interest(fd, interest) {
+                drop(state);
+                drop(removed);
+                return Err(backend_error(err));
+            }
+        }
+        let new = blank.fill(&old_fileobj, &old_fd, events, data);
+        let old = state.core.replace_key(fd, Entry::new(new.clone_ref(py)));
+        drop(state);
+        drop(old);
+        Ok(Some(new))
+    }
+
     /// `select(0)`: a wait that cannot block, so it is made under the lock, with the GIL kept
     /// (releasing it would cost more than the system call).
     fn select_now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
@@ -425,13 +473,18 @@ impl SelectorBase {
         let py = slf.py();
         let this = slf.get();
         let (fd_obj, fd) = this.lookup_fd_object(fileobj)?;
+        let none = py.None().into_bound(py);
+        let data = data.unwrap_or(&none);
+        if let (true, Some(fd)) = (this.kind.is_poll_like(), fd) {
+            if let Some(key) = this.modify_natively(py, fd, events, data)? {
+                return Ok(key.into_any());
+            }
+        }
         let key = this
             .key_for(py, fd)
             .ok_or_else(|| Self::not_registered(fileobj, Some(&fd_obj)))?;
         let fd = fd.expect("registered fds fit in 64 bits");
         let key = key.into_bound(py);
-        let none = py.None().into_bound(py);
-        let data = data.unwrap_or(&none);
         let (old_fileobj, old_fd) = (key.get_item(0)?, key.get_item(1)?);
         let (old_events, old_data) = (key.get_item(2)?, key.get_item(3)?);
 
@@ -455,20 +508,22 @@ impl SelectorBase {
         let mut changed = false;
         if differs(events, &old_events)? {
             let interest = interest_of(events)?;
-            let failed = match warn_if_bool_fd(&old_fd) {
-                Err(err) => Some((err, this.lock().core.remove_key(fd))),
-                Ok(()) => match this.poller.get() {
-                    None => {
-                        let result = this.lock().core.modify_interest(fd, interest);
-                        result
-                            .err()
-                            .map(|(err, removed)| (backend_error(err), removed))
-                    }
-                    Some(poller) => poller
-                        .modify(&old_fd, interest)
+            if let Err(err) = warn_if_bool_fd(&old_fd) {
+                let removed = this.lock().core.remove_key(fd);
+                drop(removed);
+                return Err(err);
+            }
+            let failed = match this.poller.get() {
+                None => {
+                    let result = this.lock().core.modify_interest(fd, interest);
+                    result
                         .err()
-                        .map(|err| (err, this.lock().core.remove_key(fd))),
-                },
+                        .map(|(err, removed)| (backend_error(err), removed))
+                }
+                Some(poller) => poller
+                    .modify(&old_fd, interest)
+                    .err()
+                    .map(|err| (err, this.lock().core.remove_key(fd))),
             };
             if let Some((err, removed)) = failed {
                 drop(removed);
