@@ -22,7 +22,7 @@ def t(fn, n):
         best.append((time.thread_time() - s) / n)
     best.sort(); return best[2] * 1e9
 out = {}
-for nreg, nready in [(1, 1), (100, 10), (8000, 100)]:
+for nreg, nready in [(1, 1), (100, 10), (1000, 10), (8000, 100)]:
     pairs = [socket.socketpair() for _ in range(nreg)]
     for a, b in pairs[:nready]: b.send(b"x")
     s = rselectors.EpollSelector()
@@ -32,12 +32,15 @@ for nreg, nready in [(1, 1), (100, 10), (8000, 100)]:
     n = 3000 if nreg < 5000 else 300
     out["select%s" % ((nreg, nready),)] = t(lambda: s.select(0), n) / t(lambda: ep.poll(0, nreg), n)
     s.close(); ep.close()
+    s = rselectors.PollSelector()
+    for a, b in pairs: s.register(a, 1)
+    p = select.poll()
+    for a, b in pairs: p.register(a.fileno(), select.POLLIN)
+    n = 3000 if nreg < 500 else 300 if nreg < 5000 else 30
+    out["poll select%s" % ((nreg, nready),)] = t(lambda: s.select(0), n) / t(lambda: p.poll(0), n)
+    s.close()
     for a, b in pairs: a.close(); b.close()
-a, b = socket.socketpair(); b.send(b"x")
-s = rselectors.PollSelector(); s.register(a, 1)
-p = select.poll(); p.register(a.fileno(), select.POLLIN)
-out["poll select(1, 1)"] = t(lambda: s.select(0), 3000) / t(lambda: p.poll(0), 3000)
-s.close()
+a, b = socket.socketpair()
 s = rselectors.EpollSelector()
 ep = select.epoll(); fd = a.fileno()
 def rr(): s.register(a, 1); s.unregister(a)

@@ -113,15 +113,19 @@ pub struct PollWait {
 
 impl Wait for PollWait {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
-        for pfd in &mut self.fds {
-            pfd.revents = 0;
-        }
-        syscall!(poll(
+        // A successful poll() writes every entry's `revents`, so they are cleared only after
+        // a failure (the array is reused: nothing stale may be reported).
+        let result = syscall!(poll(
             self.fds.as_mut_ptr(),
             self.fds.len() as libc::nfds_t,
             to_millis_ceil(timeout),
-        ))?;
-        Ok(())
+        ));
+        if result.is_err() {
+            for pfd in &mut self.fds {
+                pfd.revents = 0;
+            }
+        }
+        result.map(drop)
     }
 
     fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
