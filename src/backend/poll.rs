@@ -93,6 +93,7 @@ impl Backend for Poll {
         Ok(PollWait {
             fds,
             generation: self.generation,
+            ready: 0,
         })
     }
 
@@ -109,27 +110,26 @@ impl Backend for Poll {
 pub struct PollWait {
     fds: Vec<libc::pollfd>,
     generation: u64,
+    /// How many entries the last poll() marked: the scan for them stops at the last one.
+    ready: usize,
 }
 
 impl Wait for PollWait {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
-        // A successful poll() writes every entry's `revents`, so they are cleared only after
-        // a failure (the array is reused: nothing stale may be reported).
-        let result = syscall!(poll(
+        // A successful poll() writes every entry's `revents`; `ready` bounds what is read.
+        self.ready = 0;
+        let n = syscall!(poll(
             self.fds.as_mut_ptr(),
             self.fds.len() as libc::nfds_t,
             to_millis_ceil(timeout),
-        ));
-        if result.is_err() {
-            for pfd in &mut self.fds {
-                pfd.revents = 0;
-            }
-        }
-        result.map(drop)
+        ))?;
+        self.ready = n as usize;
+        Ok(())
     }
 
     fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
-        for pfd in self.fds.iter().filter(|p| p.revents != 0) {
+        let marked = self.fds.iter().filter(|p| p.revents != 0);
+        for pfd in marked.take(self.ready) {
             let events = poll_like_events(
                 pfd.revents as u16 as u32,
                 libc::POLLIN as u32,
