@@ -1269,7 +1269,7 @@ def plot(results, path):
 # ----------------------------------------------------------------------------- main
 
 class Config:
-    def __init__(self, quick, rounds=None):
+    def __init__(self, quick, rounds=None, e2e_rounds=None):
         if quick:
             self.rounds, self.target = 15, 0.001
             self.e2e_rounds, self.profile_rounds = 10, 4
@@ -1282,6 +1282,8 @@ class Config:
             self.mem_reps = 3
         if rounds:
             self.rounds = rounds
+        if e2e_rounds:
+            self.e2e_rounds = e2e_rounds
 
 
 def _open_fds():
@@ -1326,6 +1328,9 @@ def main():
     ap.add_argument("--only", metavar="PARTS", default="ABCDEF",
                     help="parts to run, e.g. A,B or CE (default: all)")
     ap.add_argument("--rounds", type=int, help="rounds for the micro-benchmarks (A, B)")
+    ap.add_argument("--e2e-rounds", type=int,
+                    help="rounds for the end-to-end servers (C, D; 60 full, 10 quick): a "
+                         "round is short, so a few percent needs a few hundred")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="clock of the micro-benchmarks A and B: the thread's CPU time "
@@ -1361,7 +1366,7 @@ def main():
             CLIENT_CPU, SERVER_CPU = cpus[0], cpus[1]
     CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
     parts = set(args.only.upper().replace(",", ""))
-    cfg = Config(args.quick, args.rounds)
+    cfg = Config(args.quick, args.rounds, args.e2e_rounds)
     cfg.malloc_tune = not args.no_malloc_tune
     soft, hard = raise_nofile()
     info = machine_info()
