@@ -555,3 +555,62 @@ def test_events_int_subclass_operators(differ):
         side.check("calls after modify", _EventsProbe.calls)
 
     differ(scenario)
+
+
+_GC_DURING_MODIFY = r"""
+import gc, socket, sys, faulthandler
+faulthandler.dump_traceback_later(10, exit=True)  # a deadlock holds the GIL: only this helps
+import {module} as selectors
+sel = selectors.{kind}Selector()
+a, b = socket.socketpair()
+sel.register(a, selectors.EVENT_READ, None)
+seen = []
+
+class Finalized:
+    def __del__(self):
+        seen.append(sel.get_key(a).events)  # takes the selector's lock
+
+def cycle():
+    x, y = Finalized(), Finalized()
+    x.other, y.other = y, x
+
+out = []
+# Low thresholds and varied padding make a collection (and the cycles' __del__) fall on
+# every allocation in turn, including any made inside modify().
+for threshold in range(1, 9):
+    for data, events in [(2**64, 1), (None, 1), (-2**70, 1), (2**64, 2**70 | 1), (3, 1),
+                         (3, 2**70 | 2)]:
+        for padding in range(9):
+            gc.collect()
+            gc.set_threshold(threshold)
+            cycle()
+            pad = [[] for _ in range(padding)]
+            try:
+                key = sel.modify(a, events, data)
+                out.append(("ok", key.events == events, key.data == data))
+            except Exception as exc:
+                out.append(("raise", type(exc).__name__))
+            gc.set_threshold(700)
+gc.collect()
+print(repr((out, sorted(set(seen)))))
+"""
+
+
+@pytest.mark.parametrize("kind", ["Epoll", "Poll"])
+def test_gc_during_modify_with_huge_ints(kind):
+    """modify() compares huge ints (events, data) with the key's: the comparison must not
+    raise and allocate an OverflowError under the selector's lock, where a garbage collection
+    (run by any allocation on 3.9-3.11) would call a __del__ that takes the same lock."""
+    import subprocess
+    import sys
+
+    results = {}
+    for module in ("selectors", "rselectors"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _GC_DURING_MODIFY.format(module=module, kind=kind)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, (module, proc.stderr[-3000:])
+        results[module] = proc.stdout
+    assert results["rselectors"] == results["selectors"]
+    assert "ok" in results["selectors"]

@@ -156,8 +156,9 @@ pub fn differs(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
-/// `a != b` when it can be answered without running Python code (which could raise, or
-/// see the selector half-way through a call): the same None or int, or two plain ints.
+/// `a != b` when it can be answered without running Python code or allocating (either could
+/// see the selector half-way through a call): the same None or int, or two plain ints that
+/// fit in 64 bits. Safe to call under the selector's lock.
 pub fn differs_natively(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> Option<bool> {
     if a.is(b) && (a.is_none() || a.is_exact_instance_of::<PyInt>()) {
         return Some(false);
@@ -165,12 +166,20 @@ pub fn differs_natively(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> Option<bo
     Some(exact_i64(a)? != exact_i64(b)?)
 }
 
+/// The value of a plain `int` that fits in 64 bits. Raises nothing, even for a bigger int (an
+/// exception object is an allocation, which could start the garbage collector): callers
+/// use it under the selector's lock.
 fn exact_i64(obj: &Bound<'_, PyAny>) -> Option<i64> {
-    if obj.is_exact_instance_of::<PyInt>() {
-        obj.extract().ok()
-    } else {
-        None
+    if !obj.is_exact_instance_of::<PyInt>() {
+        return None;
     }
+    let mut overflow = 0;
+    // SAFETY: `obj` is an exact int, for which PyLong_AsLongAndOverflow reports a value out of
+    // range through `overflow` and sets no exception.
+    let value = unsafe { pyo3::ffi::PyLong_AsLongAndOverflow(obj.as_ptr(), &mut overflow) };
+    // A C long is 32 bits on some platforms.
+    #[allow(clippy::useless_conversion)]
+    (overflow == 0).then_some(i64::from(value))
 }
 
 /// The OSError CPython would raise for this errno (its subclass picked by errno).

@@ -2,6 +2,7 @@
 //! wait, a call into Python, or the drop of a Python object (a `__del__` could run and
 //! re-enter); under it Python objects are only cloned (an incref).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -80,8 +81,6 @@ struct State {
     closed: bool,
     /// The mapping `get_map()` hands out, made on first use, dropped by `close()`.
     mapping: Option<Py<PyAny>>,
-    /// How many registered fds are bools (`True`): a select() selector warns about them.
-    bool_fds: usize,
 }
 
 /// The shared base of the selector classes.
@@ -96,6 +95,9 @@ pub struct SelectorBase {
     state: Mutex<State>,
     /// Set when the class's `_selector_cls` was replaced: the OS side goes through it.
     poller: OnceLock<CustomPoller>,
+    /// How many registered fds are bools (`True`): a select() selector warns about them
+    /// before each wait. Outside the lock, so that check costs no lock round trip.
+    bool_fds: AtomicUsize,
 }
 
 impl SelectorBase {
@@ -120,9 +122,9 @@ impl SelectorBase {
                 core: Selector::new(backend),
                 closed: false,
                 mapping: None,
-                bool_fds: 0,
             }),
             poller: OnceLock::new(),
+            bool_fds: AtomicUsize::new(0),
         })
     }
 
@@ -334,19 +336,9 @@ impl SelectorBase {
     /// (releasing it would cost more than the system call).
     fn select_now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut ready = ReadyList::new();
-        let (result, bool_fds) = {
-            let mut state = self.lock();
-            let result = state.core.poll_now(&mut |fd, entry, events| {
-                ready.push(entry.ready(py, fd, events));
-            });
-            (result, state.bool_fds)
-        };
-        if self.kind == Kind::Select && bool_fds > 0 {
-            // select.select() converts every fd it is given; a bool one warns (3.13+). The
-            // stdlib warns before its (side-effect free) zero-timeout call; raising here
-            // instead of there is the same to the caller.
-            warn_if_bool_fd(&PyBool::new(py, true))?;
-        }
+        let result = self.lock().core.poll_now(&mut |fd, entry, events| {
+            ready.push(entry.ready(py, fd, events));
+        });
         match result {
             Ok(()) => self.ready_list(py, ready),
             // The stdlib retries with what is left of a zero timeout: nothing.
@@ -420,7 +412,7 @@ impl SelectorBase {
         match result {
             Ok(()) => {
                 if is_bool {
-                    self.lock().bool_fds += 1;
+                    self.bool_fds.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(key)
             }
@@ -451,8 +443,10 @@ impl SelectorBase {
         };
         let fd_obj = entry.field(py, 1);
         if fd_obj.is_exact_instance_of::<PyBool>() {
-            let mut state = self.lock();
-            state.bool_fds = state.bool_fds.saturating_sub(1);
+            let less = |n: usize| n.checked_sub(1);
+            let _ = self
+                .bool_fds
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
         }
         if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
@@ -574,12 +568,12 @@ impl SelectorBase {
             }
             return self.ready_list(py, ready);
         }
-        if timeout == Some(Duration::ZERO) {
-            return self.select_now(py);
-        }
-        if self.kind == Kind::Select && self.lock().bool_fds > 0 {
+        if self.kind == Kind::Select && self.bool_fds.load(Ordering::Relaxed) > 0 {
             // select.select() converts every fd it is given; a bool one warns (3.13+).
             warn_if_bool_fd(&PyBool::new(py, true))?;
+        }
+        if timeout == Some(Duration::ZERO) {
+            return self.select_now(py);
         }
         let mut wait = self.lock().core.begin_wait().map_err(backend_error)?;
 
