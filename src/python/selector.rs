@@ -547,9 +547,14 @@ impl SelectorBase {
             // epoll.poll() and kqueue.control() report a closed handle before looking at
             // the timeout.
             ParsedTimeout::Refused(err) if matches!(self.kind, Kind::Epoll | Kind::Kqueue) => {
-                let mut state = self.lock();
-                let wait = state.core.begin_wait().map_err(backend_error)?;
-                state.core.end_wait(wait);
+                let closed = {
+                    let mut state = self.lock();
+                    state
+                        .core
+                        .begin_wait()
+                        .map(|wait| state.core.end_wait(wait))
+                };
+                closed.map_err(backend_error)?;
                 return Err(err);
             }
             ParsedTimeout::Refused(err) => return Err(err),
@@ -575,7 +580,9 @@ impl SelectorBase {
         if timeout == Some(Duration::ZERO) {
             return self.select_now(py);
         }
-        let mut wait = self.lock().core.begin_wait().map_err(backend_error)?;
+        // The error becomes a Python exception only once the lock is released.
+        let begun = self.lock().core.begin_wait();
+        let mut wait = begun.map_err(backend_error)?;
 
         let deadline = Deadline::after(timeout);
         let mut left = timeout;
@@ -654,10 +661,17 @@ impl SelectorBase {
         let cls = SELECTOR_MAPPING.get(py).expect("set at import").bind(py);
         let mapping = cls.call1((slf,))?.unbind();
         let mut state = this.lock();
-        if state.closed {
-            return Ok(None);
-        }
-        Ok(Some(state.mapping.get_or_insert(mapping).clone_ref(py)))
+        // Making the mapping may have run a `__del__` that called get_map() first: keep the
+        // one stored, and free ours only once the lock is released.
+        let result = if state.closed {
+            None
+        } else {
+            let stored = state.mapping.get_or_insert_with(|| mapping.clone_ref(py));
+            Some(stored.clone_ref(py))
+        };
+        drop(state);
+        drop(mapping);
+        Ok(result)
     }
 
     /// CPython's own tests read `len(s._map)`.
