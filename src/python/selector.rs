@@ -1,6 +1,7 @@
 //! The selector classes. Each keeps its state behind a `Mutex` that is never held across a
-//! wait, a call into Python, or the drop of a Python object (a `__del__` could run and
-//! re-enter); under it Python objects are only cloned (an incref).
+//! wait, a call into Python, or the allocation or drop of a Python object (either can run the
+//! garbage collector, and a `__del__` could re-enter); under it Python objects are only
+//! cloned (an incref).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -547,14 +548,10 @@ impl SelectorBase {
             // epoll.poll() and kqueue.control() report a closed handle before looking at
             // the timeout.
             ParsedTimeout::Refused(err) if matches!(self.kind, Kind::Epoll | Kind::Kqueue) => {
-                let closed = {
-                    let mut state = self.lock();
-                    state
-                        .core
-                        .begin_wait()
-                        .map(|wait| state.core.end_wait(wait))
-                };
-                closed.map_err(backend_error)?;
+                let handle = self.lock().core.backend().fileno();
+                if let Some(Err(closed)) = handle {
+                    return Err(backend_error(closed));
+                }
                 return Err(err);
             }
             ParsedTimeout::Refused(err) => return Err(err),
@@ -587,7 +584,7 @@ impl SelectorBase {
         let deadline = Deadline::after(timeout);
         let mut left = timeout;
         let outcome = loop {
-            // A zero timeout cannot block: keep the GIL rather than pay to release it.
+            // Other threads run while this one waits (a zero timeout went to select_now).
             let result = py.detach(|| wait.wait(left));
             match result {
                 Ok(()) => break Ok(true),
