@@ -337,10 +337,12 @@ def _run_module(name, args):
 
 def _exec_main(code, namespace, set_file=None):
     """exec code in __main__; like the interpreter, __file__ is only set
-    while a file (or stdin) program runs, unless it exits via SystemExit."""
+    while a file (or stdin) program runs, unless it exits via SystemExit.
+    ``__cached__`` comes with it (None) up to 3.14; 3.15 no longer sets it."""
     if set_file is not None:
         namespace["__file__"] = set_file
-        namespace["__cached__"] = None
+        if sys.version_info < (3, 15):
+            namespace["__cached__"] = None
     try:
         exec(code, namespace)
     finally:
