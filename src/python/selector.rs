@@ -444,10 +444,19 @@ impl SelectorBase {
         };
         let fd_obj = entry.field(py, 1);
         if fd_obj.is_exact_instance_of::<PyBool>() {
-            let less = |n: usize| n.checked_sub(1);
-            let _ = self
-                .bool_fds
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, less);
+            // One less; a count already at zero stays there rather than wrapping.
+            let mut n = self.bool_fds.load(Ordering::Relaxed);
+            while n > 0 {
+                match self.bool_fds.compare_exchange_weak(
+                    n,
+                    n - 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => n = now,
+                }
+            }
         }
         if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
