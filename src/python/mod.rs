@@ -8,6 +8,8 @@ mod mapping;
 mod poller;
 mod selector;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -21,6 +23,8 @@ use selector::KqueueSelector;
 use selector::{PollSelector, SelectSelector, SelectorBase};
 
 const MODULE: &str = "rselectors";
+/// Whether the running CPython's tuples cache their hash (3.14+), set at import.
+static TUPLE_CACHES_HASH: AtomicBool = AtomicBool::new(false);
 /// `selectors.SelectorKey`: a namedtuple, made at import.
 static SELECTOR_KEY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 /// `get_map()`'s class: our mapping base mixed with `collections.abc.Mapping`.
@@ -50,11 +54,21 @@ impl BlankKey {
         let cls = SELECTOR_KEY.get(py).expect("set at import");
         // SAFETY: SelectorKey is a namedtuple, a tuple subclass with no fields of its own, so
         // its allocator returns a tuple of 4 empty slots, which `fill` sets before Python
-        // code can see it.
+        // code can see it; on 3.14+ that tuple starts with a PyVarObject and a Py_hash_t.
         unsafe {
             let key = ffi::PyType_GenericAlloc(cls.as_ptr().cast(), 4);
             if key.is_null() {
                 return Err(PyErr::fetch(py));
+            }
+            if TUPLE_CACHES_HASH.load(Ordering::Relaxed) {
+                // From 3.14 a tuple caches its hash in the field after its header; -1 means
+                // "not computed yet". `tuple.__new__` sets it, `PyType_GenericAlloc` leaves
+                // it zeroed, which would make every key hash as 0.
+                let hash = key
+                    .cast::<u8>()
+                    .add(std::mem::size_of::<ffi::PyVarObject>())
+                    .cast::<ffi::Py_hash_t>();
+                *hash = -1;
             }
             Ok(BlankKey(
                 Bound::from_owned_ptr(py, key)
@@ -91,6 +105,7 @@ impl BlankKey {
 /// Builds `SelectorKey` and the mapping class, as the stdlib does at import.
 fn init_types(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    TUPLE_CACHES_HASH.store(py.version_info() >= (3, 14), Ordering::Relaxed);
     let collections = py.import("collections")?;
     let kwargs = PyDict::new(py);
     kwargs.set_item("module", MODULE)?;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyBool, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 use smallvec::SmallVec;
@@ -130,10 +131,16 @@ impl SelectorBase {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
+        // SAFETY: only methods called from Python take the lock (never inside `detach`), so
+        // this thread is attached to the interpreter.
+        let py = unsafe { Python::assume_attached() };
+        // A thread that has to wait for the lock detaches meanwhile: on a free-threaded build
+        // a stop-the-world pause (the GC) must not wait on a thread blocked here. Uncontended,
+        // as it always is under the GIL, this is one try_lock.
         // A panic cannot leave the state half-changed in a way that matters more than
         // refusing every later call would, so a poisoned lock is simply taken over.
         self.state
-            .lock()
+            .lock_py_attached(py)
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
