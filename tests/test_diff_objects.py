@@ -542,3 +542,19 @@ def test_references_released(differ):
                 gc.enable()
 
     differ(scenario)
+
+
+def test_keys_from_selectors_hash_as_tuples(kind, rselectors, socketpair, closer):
+    """Keys the selector builds itself (not through SelectorKey()) hash as the stdlib's do:
+    3.14's tuples cache their hash in a field a bare allocation leaves at 0."""
+    import selectors
+
+    a, b = socketpair()
+    sel = closer(_cls(rselectors, kind)())
+    keys = [sel.register(a, R, "data"), sel.modify(a, R | W, "other")]
+    b.send(b"x")
+    keys.append(sel.select(0)[0][0])
+    for key in keys:
+        twin = selectors.SelectorKey(*key)
+        assert hash(key) == hash(twin) == hash(tuple(key))
+        assert {key: 1}[twin] == 1 and twin in {key}
