@@ -43,14 +43,56 @@ def test_import_does_not_import_asyncio():
 
 
 def test_event_loop_policy_is_made_on_first_access():
-    code = ("import sys, rselectors; assert 'asyncio' not in sys.modules; "
-            "P = rselectors.EventLoopPolicy; assert 'asyncio' in sys.modules; "
-            "from rselectors import EventLoopPolicy; assert EventLoopPolicy is P; "
-            "assert vars(rselectors)['EventLoopPolicy'] is P; print(P.__module__, P.__qualname__)")
+    code = ("import sys, warnings, rselectors; assert 'asyncio' not in sys.modules\n"
+            "warnings.simplefilter('ignore', DeprecationWarning)\n"
+            "P = rselectors.EventLoopPolicy; assert 'asyncio' in sys.modules\n"
+            "from rselectors import EventLoopPolicy; assert EventLoopPolicy is P\n"
+            "print(P.__module__, P.__qualname__, 'EventLoopPolicy' in vars(rselectors))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["rselectors", "EventLoopPolicy"]
+    # Kept in the package once made, except from 3.14 on, where every read warns.
+    stored = str(sys.version_info < (3, 14))
+    assert proc.stdout.split() == ["rselectors", "EventLoopPolicy", stored]
+
+
+def _deprecation_warnings(read):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read()
+    return [w for w in caught if issubclass(w.category, DeprecationWarning)]
+
+
+def test_event_loop_policy_warns_where_asyncios_policy_does():
+    stdlib = _deprecation_warnings(lambda: asyncio.DefaultEventLoopPolicy)
+    ours = _deprecation_warnings(lambda: rselectors.EventLoopPolicy)
+    assert len(ours) == len(stdlib) == (1 if sys.version_info >= (3, 14) else 0)
+    for w in ours:
+        # rselectors' own warning, naming what to use instead, reported at the reader's line.
+        assert str(w.message).startswith("'rselectors.EventLoopPolicy' is deprecated")
+        assert "loop_factory=rselectors.new_event_loop" in str(w.message)
+        assert w.filename == __file__
+
+
+def test_recommended_spellings_never_warn():
+    code = (
+        "import asyncio, sys, rselectors\n"
+        "from rselectors import *\n"
+        "async def main():\n"
+        "    await asyncio.sleep(0)\n"
+        "    return type(asyncio.get_running_loop()._selector).__module__\n"
+        "print(rselectors.run(main()))\n"
+        "if sys.version_info >= (3, 12):\n"
+        "    print(asyncio.run(main(), loop_factory=rselectors.new_event_loop))\n"
+        "loop = rselectors.new_event_loop()\n"
+        "print(loop.run_until_complete(main()))\n"
+        "loop.close()\n"
+        "rselectors.install()\n")
+    proc = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    runs = 3 if sys.version_info >= (3, 12) else 2
+    assert proc.stdout.split() == ["rselectors"] * runs
 
 
 def test_unknown_attribute_still_raises():
@@ -59,6 +101,7 @@ def test_unknown_attribute_still_raises():
     assert not hasattr(rselectors, "nope")
 
 
+@pytest.mark.filterwarnings("ignore:'rselectors.EventLoopPolicy' is deprecated:DeprecationWarning")
 def test_public_names_and_docstrings():
     # EventLoopPolicy is public but kept out of __all__: `from rselectors import *` must not
     # import asyncio.
@@ -139,8 +182,17 @@ def test_run_propagates_exceptions(run_impl):
 
 
 def test_run_rejects_non_coroutines(run_impl):
-    with pytest.raises(ValueError, match="a coroutine was expected"):
+    with pytest.raises(Exception) as ours:
         rselectors.run(asyncio.sleep)
+    if run_impl == "runner":
+        # What the running version's own asyncio.run() raises (3.14 changed it to TypeError).
+        with pytest.raises(Exception) as stdlib:
+            asyncio.run(asyncio.sleep)
+        expected = (type(stdlib.value), str(stdlib.value))
+    else:
+        # The fallback is asyncio.run() of 3.9 and 3.10, which have no Runner.
+        expected = (ValueError, "a coroutine was expected, got %r" % (asyncio.sleep,))
+    assert (type(ours.value), str(ours.value)) == expected
 
 
 def test_run_refuses_a_running_loop(run_impl):
@@ -260,6 +312,7 @@ def restore_policy():
     asyncio.set_event_loop_policy(old)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the policy API, deprecated in 3.14
 def test_event_loop_policy(restore_policy):
     Policy = rselectors.EventLoopPolicy
     assert issubclass(Policy, asyncio.DefaultEventLoopPolicy)

@@ -8,6 +8,9 @@
     An ``asyncio.DefaultEventLoopPolicy`` whose ``new_event_loop()`` returns
     ``rselectors.new_event_loop()``; ``asyncio.set_event_loop_policy(
     rselectors.EventLoopPolicy())`` makes every loop asyncio creates ours.
+    Python 3.14 deprecates asyncio's policy system (removal planned for 3.16),
+    so there reading ``rselectors.EventLoopPolicy`` warns, as uvloop's does;
+    ``run()`` and ``asyncio.run(main(), loop_factory=new_event_loop)`` do not.
 
 None of this touches ``sys.modules['selectors']``: only the loops made here
 run on rselectors (use ``rselectors.install()`` or ``python -m rselectors``
@@ -112,6 +115,11 @@ def _cancel_all_tasks(asyncio, loop):
             })
 
 
+_POLICY_DEPRECATED = (
+    "'rselectors.EventLoopPolicy' is deprecated, as asyncio's policy system is since "
+    "Python 3.14, and slated for removal in Python 3.16; use rselectors.run(main()) or "
+    "asyncio.run(main(), loop_factory=rselectors.new_event_loop)")
+
 _policy_class = None
 _policy_lock = threading.Lock()
 
@@ -141,9 +149,17 @@ def _make_policy_class():
             return _policy_class
         import asyncio
 
+        if sys.version_info >= (3, 14):
+            # What asyncio.DefaultEventLoopPolicy names, read without the warning asyncio
+            # gives for that name: rselectors gives its own, pointing at the caller.
+            from asyncio import unix_events
+
+            base = unix_events._DefaultEventLoopPolicy
+        else:
+            base = asyncio.DefaultEventLoopPolicy
         # Made with type() rather than a class statement in this function, which
         # mypy's stubtest would report as a stray local class of this module.
-        EventLoopPolicy = type("EventLoopPolicy", (asyncio.DefaultEventLoopPolicy,), {
+        EventLoopPolicy = type("EventLoopPolicy", (base,), {
             "__doc__": _POLICY_DOC,
             "__module__": "rselectors",
             "__qualname__": "EventLoopPolicy",
@@ -156,6 +172,13 @@ def _make_policy_class():
 def __getattr__(name):
     # Also serves as the rselectors package's module __getattr__ (PEP 562).
     if name == "EventLoopPolicy":
+        if sys.version_info >= (3, 14):
+            # Like asyncio's own deprecated names, it warns on every read, so it is never
+            # stored in the package.
+            import warnings
+
+            warnings.warn(_POLICY_DEPRECATED, DeprecationWarning, stacklevel=2)
+            return _make_policy_class()
         cls = _make_policy_class()
         package = sys.modules.get("rselectors")
         if package is not None:
