@@ -162,7 +162,17 @@ fn init_types(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-#[pymodule]
+/// `gil_used = false`: safe without a GIL, by review (it has never run on a free-threaded
+/// build; README "Free-threading" has the findings). Every selector's state is behind its
+/// own `Mutex`, held only for increfs, Rust allocations and non-blocking system calls, and
+/// waited for detached (`lock_py_attached`), so no stop-the-world pause waits on it. The raw
+/// C-API writes (`PyType_GenericAlloc` + `PyTuple_SET_ITEM`, `PyList_New` + `PyList_SET_ITEM`)
+/// fill objects no other thread can see yet; borrowed reads are of tuple items (immutable),
+/// each turned into a new reference at once; the cached `(key, events)` tuples are
+/// immutable and change hands only under the lock; the types are made once, in `PyOnceLock`s.
+/// The one non-frozen class, the mapping iterator, is guarded by pyo3's borrow flag: two
+/// threads advancing one iterator at once get a RuntimeError, not a race.
+#[pymodule(gil_used = false)]
 fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("EVENT_READ", crate::backend::READ)?;
     m.add("EVENT_WRITE", crate::backend::WRITE)?;
