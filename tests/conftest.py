@@ -38,6 +38,20 @@ import pytest
 # who has RSELECTORS_INSTALL=1 set (python/rselectors_install.pth honours it).
 os.environ.pop("RSELECTORS_INSTALL", None)
 
+SLOW = os.environ.get("RSELECTORS_SLOW", "") not in ("", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Soak-type tests (@pytest.mark.slow) run only with RSELECTORS_SLOW=1: .ci/run's "slow"
+    stage runs them, keeping `python -m pytest` on one interpreter to a few minutes."""
+    if SLOW:
+        return
+    skip = pytest.mark.skip(reason="soak-type test: runs with RSELECTORS_SLOW=1 (.ci/run does)")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
+
+
 # Registers the Hypothesis profiles ("reliability-ci", "long"): --hypothesis-profile=long works.
 import reliability_support  # noqa: E402,F401
 

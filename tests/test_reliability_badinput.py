@@ -470,6 +470,7 @@ def _ready(side, sel):
     return sorted(repr(side.canon(item)) for item in sel.select(0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
 @FUZZ
 @given(events=ANY, events2=ANY)

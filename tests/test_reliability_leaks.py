@@ -158,6 +158,7 @@ def test_refcounts_after_failing_calls(module, kind):
             s.close()
 
 
+@pytest.mark.slow
 def test_rss_flat_ci_count():
     r = subprocess.run([sys.executable, SOAK, "-n", str(CI_COUNT), "--json"], capture_output=True,
                        text=True, timeout=240)

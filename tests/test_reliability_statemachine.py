@@ -24,6 +24,8 @@ import os
 import selectors as std_selectors
 import socket
 
+import pytest
+
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
@@ -387,6 +389,7 @@ def _machine(kind):
     cls = type("Differential%sMachine" % kind, (DifferentialMachine,), {"KIND": kind})
     case = cls.TestCase
     case.settings = machine_settings()
+    case.pytestmark = [pytest.mark.slow]
     return case
 
 

@@ -125,6 +125,7 @@ class SelectLoop(threading.Thread):
             self.errors.append(exc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
 def test_thread_stress(module, kind):
     seconds = STRESS_SECONDS if module.__name__ == "rselectors" else STRESS_SECONDS / 3
@@ -303,6 +304,7 @@ def _closed_outcomes(module, kind):
     return allowed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
 def test_close_during_stress(module, kind):
     """Mutators and selector loops keep going while a third party closes the selector: every
@@ -387,6 +389,7 @@ def test_close_during_stress(module, kind):
             b.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
 def test_map_iteration_while_other_threads_mutate(module, kind):
     """Threads iterating get_map() (keys, items, values, len, in, []) while others register
