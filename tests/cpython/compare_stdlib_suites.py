@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Run one of the running interpreter's own test packages (or modules) twice, with
+``selectors`` resolving to rselectors and on the stdlib, and compare the outcomes per test.
+
+Usage::
+
+    python tests/cpython/compare_stdlib_suites.py test.test_asyncio -u network,cpu -j 4
+
+A package is split into its ``test_*`` submodules, each run by ``run_stdlib_suite.py`` in
+its own process (a small pool runs them: they mostly wait), once per implementation. Prints
+the counts of both runs and every test whose outcome differs. Exit status 0 when every test
+that passes on the stdlib passes on rselectors and both ran the same tests; 1 otherwise.
+"""
+
+import argparse
+import collections
+import concurrent.futures
+import importlib
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DRIVER = os.path.join(HERE, "run_stdlib_suite.py")
+SUMMARY_PREFIX = "CPYTHON_STDLIB_SUITE_SUMMARY "
+IMPLS = ("stdlib", "rselectors")
+
+
+def modules_of(name):
+    """The test_* submodules of a package, or the module itself."""
+    module = importlib.import_module(name)
+    path = getattr(module, "__path__", None)
+    if path is None:
+        return [name]
+    return sorted("%s.%s" % (name, info.name) for info in pkgutil.iter_modules(path)
+                  if info.name.startswith("test_"))
+
+
+def run_one(module, impl, resources, timeout):
+    cmd = [sys.executable, DRIVER, "-q", module]
+    if resources:
+        cmd += ["-u", resources]
+    if impl == "stdlib":
+        cmd.append("--stdlib")
+    env = dict(os.environ)
+    env.pop("PYTHONSAFEPATH", None)
+    env.pop("RSELECTORS_INSTALL", None)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=HERE)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out after %ss" % timeout, "tests": {}}
+    lines = [line[len(SUMMARY_PREFIX):] for line in proc.stdout.splitlines()
+             if line.startswith(SUMMARY_PREFIX)]
+    if not lines:
+        return {"error": "no summary (rc=%r): %s" % (proc.returncode, proc.stderr[-2000:]),
+                "tests": {}}
+    summary = json.loads(lines[-1])
+    if not summary.get("setup_ok"):
+        # A module that skips itself as a whole (e.g. needs a resource) runs no test on
+        # either side; any other setup problem is an error.
+        problems = summary.get("setup_problems") or []
+        if not all(p.startswith("module skipped") for p in problems):
+            summary["error"] = "setup problems: %s" % problems
+    return summary
+
+
+def counts(tests):
+    found = collections.Counter(v["outcome"] for v in tests.values())
+    return "run=%d passed=%d failed=%d errors=%d skipped=%d%s" % (
+        len(tests), found["passed"], found["failed"], found["error"], found["skipped"],
+        "".join(" %s=%d" % (k, found[k]) for k in ("expected_failure", "unexpected_success")
+                if found[k]))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("name", help="test package or module, e.g. test.test_asyncio")
+    parser.add_argument("-u", dest="resources", default="", help="as python -m test -u")
+    parser.add_argument("-j", dest="jobs", type=int, default=4, help="processes at a time")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per module run")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    modules = modules_of(args.name)
+    jobs = [(m, impl) for m in modules for impl in IMPLS]
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        futures = {job: pool.submit(run_one, *job, args.resources, args.timeout)
+                   for job in jobs}
+        results = {job: f.result() for job, f in futures.items()}
+
+    problems = []
+    merged = {impl: {} for impl in IMPLS}
+    for module in modules:
+        for impl in IMPLS:
+            result = results[module, impl]
+            if "error" in result:
+                problems.append("%s on %s: %s" % (module, impl, result["error"]))
+            merged[impl].update(result["tests"])
+    stdlib, ours = merged["stdlib"], merged["rselectors"]
+    differ = sorted(t for t in set(stdlib) | set(ours)
+                    if stdlib.get(t, {}).get("outcome") != ours.get(t, {}).get("outcome"))
+    for test_id in differ:
+        a = stdlib.get(test_id, {}).get("outcome", "not run")
+        b = ours.get(test_id, {}).get("outcome", "not run")
+        line = "%s: stdlib %s, rselectors %s" % (test_id, a, b)
+        if a == "passed" or a == "not run" or b == "not run":
+            detail = (ours.get(test_id, {}).get("detail") or "").strip().splitlines()
+            problems.append(line + ("\n      " + detail[-1] if detail else ""))
+        else:
+            print("differs (allowed, not a stdlib pass): " + line)
+
+    python = "%d.%d.%d" % sys.version_info[:3]
+    print("%s on CPython %s, %d module(s), %.0fs" % (args.name, python, len(modules),
+                                                    time.monotonic() - started))
+    for impl in IMPLS:
+        print("  %-10s %s" % (impl, counts(merged[impl])))
+    print("  outcomes identical: %s" % ("yes" if not differ else "no (%d)" % len(differ)))
+    for problem in problems:
+        print("  PROBLEM " + problem)
+    return 1 if problems or not stdlib else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
