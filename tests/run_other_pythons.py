@@ -113,6 +113,12 @@ def run_version(version, with_asyncio, workdir):
         all_ok = False
         report.extend("    " + line for line in out.splitlines()
                       if line.startswith(("FAILED", "ERROR")))
+    # Which warnings the suites met (pytest's summary, first lines): new ones show up here.
+    lines = out.splitlines()
+    if any("warnings summary" in line for line in lines):
+        start = next(i for i, line in enumerate(lines) if "warnings summary" in line)
+        warned = [line for line in lines[start + 1:start + 40] if "Warning" in line]
+        report.extend("    warning: " + line.strip() for line in sorted(set(warned)))
     ok, _, out = step("%s test_selectors counts" % version,
                       [vpython, os.path.join(ROOT, "tests", "cpython", "compare_stdlib_suites.py"),
                        "test.test_selectors", "-u", "cpu", "-j", "2"], 900, env=env)
