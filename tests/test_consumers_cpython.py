@@ -26,16 +26,14 @@ waiting), about a minute of wall-clock time in all.
 
 import collections
 import concurrent.futures
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-DRIVER = Path(__file__).resolve().parent / "cpython" / "run_stdlib_suite.py"
-SUMMARY_PREFIX = "CPYTHON_STDLIB_SUITE_SUMMARY "
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cpython"))
+import compare_stdlib_suites  # noqa: E402
+
 TIMEOUT = 240
 WORKERS = 6
 
@@ -57,32 +55,8 @@ KNOWN_EXCLUSIONS = {suite: {} for suite in SUITES}
 
 
 def _run_driver(suite, impl):
-    cmd = [sys.executable, str(DRIVER), "-q"] + SUITES[suite]
-    if impl == "stdlib":
-        cmd.append("--stdlib")
-    env = dict(os.environ)
-    env.pop("PYTHONSAFEPATH", None)
-    env.pop("RSELECTORS_INSTALL", None)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=TIMEOUT, env=env, cwd=str(DRIVER.parent))
-    except subprocess.TimeoutExpired as e:
-        err = e.stderr
-        if isinstance(err, bytes):
-            err = err.decode("utf-8", "replace")
-        return {"impl": impl, "suite": suite,
-                "error": "timed out after %ss" % TIMEOUT,
-                "stderr": (err or "")[-4000:]}
-    summaries = [line[len(SUMMARY_PREFIX):] for line in proc.stdout.splitlines()
-                 if line.startswith(SUMMARY_PREFIX)]
-    if not summaries:
-        return {"impl": impl, "suite": suite,
-                "error": "no summary (rc=%r)" % proc.returncode,
-                "stderr": proc.stderr[-4000:], "stdout": proc.stdout[-2000:]}
-    summary = json.loads(summaries[-1])
+    summary = compare_stdlib_suites.run_driver(SUITES[suite], impl, TIMEOUT)
     summary["suite"] = suite
-    summary["returncode"] = proc.returncode
-    summary["stderr_tail"] = proc.stderr[-4000:]
     return summary
 
 

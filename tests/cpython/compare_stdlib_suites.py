@@ -39,10 +39,10 @@ def modules_of(name):
                   if info.name.startswith("test_"))
 
 
-def run_one(module, impl, resources, timeout):
-    cmd = [sys.executable, DRIVER, "-q", module]
-    if resources:
-        cmd += ["-u", resources]
+def run_driver(driver_args, impl, timeout):
+    """One run_stdlib_suite.py run on ``impl`` ("stdlib" or "rselectors"): its summary, or
+    a dict with "error" (and "stderr") when it timed out or printed none."""
+    cmd = [sys.executable, DRIVER, "-q"] + list(driver_args)
     if impl == "stdlib":
         cmd.append("--stdlib")
     env = dict(os.environ)
@@ -51,14 +51,27 @@ def run_one(module, impl, resources, timeout):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
                               cwd=HERE)
-    except subprocess.TimeoutExpired:
-        return {"error": "timed out after %ss" % timeout, "tests": {}}
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr
+        if isinstance(err, bytes):
+            err = err.decode("utf-8", "replace")
+        return {"impl": impl, "error": "timed out after %ss" % timeout, "tests": {},
+                "stderr": (err or "")[-4000:]}
     lines = [line[len(SUMMARY_PREFIX):] for line in proc.stdout.splitlines()
              if line.startswith(SUMMARY_PREFIX)]
     if not lines:
-        return {"error": "no summary (rc=%r): %s" % (proc.returncode, proc.stderr[-2000:]),
-                "tests": {}}
+        return {"impl": impl, "error": "no summary (rc=%r)" % proc.returncode, "tests": {},
+                "stderr": proc.stderr[-4000:], "stdout": proc.stdout[-2000:]}
     summary = json.loads(lines[-1])
+    summary["returncode"] = proc.returncode
+    summary["stderr_tail"] = proc.stderr[-4000:]
+    return summary
+
+
+def run_one(module, impl, resources, timeout):
+    summary = run_driver([module] + (["-u", resources] if resources else []), impl, timeout)
+    if "error" in summary:
+        return summary
     if not summary.get("setup_ok"):
         # A module that skips itself as a whole (e.g. needs a resource) runs no test on
         # either side; any other setup problem is an error.
