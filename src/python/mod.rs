@@ -25,6 +25,9 @@ use selector::{PollSelector, SelectSelector, SelectorBase};
 const MODULE: &str = "rselectors";
 /// Whether the running CPython's tuples cache their hash (3.14+), set at import.
 static TUPLE_CACHES_HASH: AtomicBool = AtomicBool::new(false);
+/// Whether the running CPython's None is immortal (3.12+; every free-threaded build), set at
+/// import.
+static NONE_IS_IMMORTAL: AtomicBool = AtomicBool::new(false);
 /// `selectors.SelectorKey`: a namedtuple, made at import.
 static SELECTOR_KEY: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 /// `get_map()`'s class: our mapping base mixed with `collections.abc.Mapping`.
@@ -46,7 +49,9 @@ fn new_key<'py>(
 /// A `SelectorKey` allocated with its four slots still empty (as `PyTuple_New` hands out a
 /// tuple), to be filled where nothing may be allocated: under a selector's lock, where an
 /// allocation could start the garbage collector and with it any `__del__`. Dropped unfilled,
-/// it is freed like any tuple.
+/// it is freed like any tuple. From 3.12 the slots hold None until filled: waiting for the
+/// lock detaches from the interpreter when another thread holds it (free-threaded builds),
+/// and meanwhile `gc.get_objects()` in another thread could hand the key to Python code.
 struct BlankKey(Py<PyTuple>);
 
 impl BlankKey {
@@ -54,11 +59,24 @@ impl BlankKey {
         let cls = SELECTOR_KEY.get(py).expect("set at import");
         // SAFETY: SelectorKey is a namedtuple, a tuple subclass with no fields of its own, so
         // its allocator returns a tuple of 4 empty slots, which `fill` sets before Python
-        // code can see it; on 3.14+ that tuple starts with a PyVarObject and a Py_hash_t.
+        // code uses it (None meanwhile, from 3.12; None is immortal there); on 3.14+ that
+        // tuple starts with a PyVarObject and a Py_hash_t.
         unsafe {
             let key = ffi::PyType_GenericAlloc(cls.as_ptr().cast(), 4);
             if key.is_null() {
                 return Err(PyErr::fetch(py));
+            }
+            if NONE_IS_IMMORTAL.load(Ordering::Relaxed) {
+                for i in 0..4 {
+                    // The reference is never released: `fill` overwrites it, which an
+                    // immortal object does not count.
+                    let none = ffi::Py_None();
+                    ffi::Py_IncRef(none);
+                    #[cfg(not(feature = "abi3"))]
+                    ffi::PyTuple_SET_ITEM(key, i, none);
+                    #[cfg(feature = "abi3")]
+                    ffi::PyTuple_SetItem(key, i, none);
+                }
             }
             if TUPLE_CACHES_HASH.load(Ordering::Relaxed) {
                 // From 3.14 a tuple caches its hash in the field after its header; -1 means
@@ -88,8 +106,9 @@ impl BlankKey {
     ) -> Py<PyTuple> {
         let key = self.0;
         for (i, item) in [fileobj, fd, events, data].into_iter().enumerate() {
-            // SAFETY: `key` is a fresh 4-slot tuple no one else has seen; each empty slot is
-            // filled once, with a reference the tuple takes over.
+            // SAFETY: `key` is a fresh 4-slot tuple no Python code has used; each slot, empty
+            // or holding an immortal None, is filled once, with a reference the tuple takes
+            // over.
             unsafe {
                 #[cfg(not(feature = "abi3"))]
                 ffi::PyTuple_SET_ITEM(key.as_ptr(), i as ffi::Py_ssize_t, item.clone().into_ptr());
@@ -106,6 +125,7 @@ impl BlankKey {
 fn init_types(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     TUPLE_CACHES_HASH.store(py.version_info() >= (3, 14), Ordering::Relaxed);
+    NONE_IS_IMMORTAL.store(py.version_info() >= (3, 12), Ordering::Relaxed);
     let collections = py.import("collections")?;
     let kwargs = PyDict::new(py);
     kwargs.set_item("module", MODULE)?;
