@@ -49,6 +49,14 @@ def run_code(mode, code):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def run_both(code):
+    """Run `code` on the stdlib and on rselectors; the same report (but the module name)."""
+    std, ours = (run_code(mode, code) for mode in MODES)
+    assert std.pop("module") == "selectors" and ours.pop("module") == "rselectors"
+    assert ours == std
+    return std
+
+
 # Cooperative: while the main greenlet waits 0.3 s in sel.select() on a socket with nothing
 # to read, another greenlet must get to run (a blocking select would stall the hub).
 GEVENT_SCENARIO = """
@@ -93,10 +101,7 @@ GEVENT_SCENARIO = """
 
 
 def test_gevent_patch_all_and_gevent_selector():
-    std, ours = (run_code(mode, GEVENT_SCENARIO) for mode in MODES)
-    assert std["module"] == "selectors" and ours["module"] == "rselectors"
-    std.pop("module"), ours.pop("module")
-    assert ours == std
+    std = run_both(GEVENT_SCENARIO)
     assert std["default"] == "GeventSelector" and std["ready"] == [["data", 1]]
     assert std["coop_SelectSelector"] == [[], [1]]
 
@@ -188,10 +193,7 @@ EVENTLET_SCENARIO = """
 
 
 def test_eventlet_monkey_patch_and_green_selector():
-    std, ours = (run_code(mode, EVENTLET_SCENARIO) for mode in MODES)
-    assert std["module"] == "selectors" and ours["module"] == "rselectors"
-    std.pop("module"), ours.pop("module")
-    assert ours == std
+    std = run_both(EVENTLET_SCENARIO)
     assert std["ready"] == [["data", 1]] and std["woken_by_green_writer"]
 
 
