@@ -28,7 +28,9 @@ def public(names):
 
 
 def test_dir_covers_the_stdlib_module():
-    missing = sorted(set(dir(selectors)) - set(dir(rselectors)))
+    # __warningregistry__ appears on a module once a warning is raised from its code (3.13's
+    # bool-fd warning, earlier in the run): not a name of the module as imported.
+    missing = sorted(set(dir(selectors)) - set(dir(rselectors)) - {"__warningregistry__"})
     assert missing == []
     assert public(dir(rselectors)) - public(dir(selectors)) == EXTRA_PUBLIC
 
