@@ -3,8 +3,9 @@
 Use it as ``import rselectors as selectors``, run a program on it with
 ``python -m rselectors prog.py``, or call ``rselectors.install()`` first thing.
 The selector classes, ``SelectorKey`` and the mapping live in the compiled
-``rselectors._rselectors``; this file only adds the abstract base class the
-stdlib has, so that user subclasses and ``isinstance`` checks work as there.
+``rselectors._rselectors``; this file mixes them with the stdlib's abstract base
+class (so that user subclasses and ``isinstance`` checks work as there) and binds
+every other name of the stdlib module to the stdlib's object.
 """
 
 import select
