@@ -141,6 +141,7 @@ def test_patch_then_install_leaves_the_patched_module(library):
 
 INSTALL_THEN_PATCH = """
     import json, sys
+    {pre}
     import rselectors
     rselectors.install()
     {patch}
@@ -149,17 +150,27 @@ INSTALL_THEN_PATCH = """
         "is_rselectors": selectors is rselectors and sys.modules["selectors"] is rselectors,
         "default": selectors.DefaultSelector.__module__ + "." + selectors.DefaultSelector.__name__,
         "names": sorted(n for n in dir(selectors) if n.endswith("Selector")),
+        "select": getattr(selectors.SelectSelector._select, "__module__", None),
     }}))
 """
 
 
+# gevent.selectors imported before install() holds the stdlib module, which install()
+# rebinds, so patch_all() still patches rselectors whole (no EpollSelector left on it).
+PRE_IMPORTS = {"nothing": "", "gevent.selectors": "import gevent.selectors"}
+
+
+@pytest.mark.parametrize("pre", sorted(PRE_IMPORTS))
 @pytest.mark.parametrize("library", sorted(PATCHES))
-def test_install_then_patch_patches_rselectors_as_the_stdlib(library):
-    ours = run_code("stdlib", INSTALL_THEN_PATCH.format(patch=PATCHES[library]))
+def test_install_then_patch_patches_rselectors_as_the_stdlib(library, pre):
+    ours = run_code("stdlib", INSTALL_THEN_PATCH.format(patch=PATCHES[library],
+                                                        pre=PRE_IMPORTS[pre]))
     std = run_code("stdlib", "import json; {}\nimport selectors\nprint(json.dumps({{"
                    "'default': selectors.DefaultSelector.__module__ + '.' + "
                    "selectors.DefaultSelector.__name__, 'names': sorted(n for n in "
-                   "dir(selectors) if n.endswith('Selector'))}}))".format(PATCHES[library]))
+                   "dir(selectors) if n.endswith('Selector')), 'select': getattr("
+                   "selectors.SelectSelector._select, '__module__', None)}}))"
+                   .format(PATCHES[library]))
     assert ours.pop("is_rselectors")
     assert ours == std
 
