@@ -218,3 +218,29 @@ def _replaced_select(module):
 
 def test_replaced_select_function_is_used():
     assert _replaced_select(rselectors) == _replaced_select(selectors)
+
+
+def test_finds_the_stdlib_module_when_selectors_names_something_else(tmp_path):
+    # A module of that name earlier on sys.path (or anything else in sys.modules["selectors"])
+    # stays where it is; rselectors loads the stdlib's file for itself.
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "selectors.py").write_text("SHADOW = True\n")
+    code = textwrap.dedent("""
+        import sys
+        import rselectors
+        shadow = sys.modules["selectors"]
+        base = rselectors._BaseSelectorImpl
+        print(getattr(shadow, "SHADOW", False), shadow is not rselectors._stdlib,
+              base.register.__code__.co_filename == rselectors._stdlib.__file__
+              != shadow.__file__,
+              base.__module__, issubclass(rselectors.EpollSelector, rselectors.BaseSelector))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env.pop("RSELECTORS_INSTALL", None)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "True True True selectors True\n"
