@@ -145,6 +145,7 @@ INSTALL_THEN_PATCH = """
     import rselectors
     rselectors.install()
     {patch}
+    rselectors.install()  # again: must not undo the patching
     import selectors
     print(json.dumps({{
         "is_rselectors": selectors is rselectors and sys.modules["selectors"] is rselectors,
