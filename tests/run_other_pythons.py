@@ -28,6 +28,7 @@ SUITES = [
     "tests/test_differential.py",
     "tests/test_diff_mapping.py",
     "tests/test_diff_objects.py",
+    "tests/test_stdlib_names.py",
     "tests/test_diff_concurrency.py",
     "tests/test_cpython_selectors.py",
     "tests/test_runner.py",

@@ -3,15 +3,16 @@
 Use it as ``import rselectors as selectors``, run a program on it with
 ``python -m rselectors prog.py``, or call ``rselectors.install()`` first thing.
 The selector classes, ``SelectorKey`` and the mapping live in the compiled
-``rselectors._rselectors``; this file only adds the abstract base class the
-stdlib has, so that user subclasses and ``isinstance`` checks work as there.
+``rselectors._rselectors``; this file mixes them with the stdlib's abstract base
+class (so that user subclasses and ``isinstance`` checks work as there) and binds
+every other name of the stdlib module to the stdlib's object.
 """
 
-import select as _select
-from abc import ABCMeta, abstractmethod
+import select
 
 from . import _rselectors
-from ._rselectors import EVENT_READ, EVENT_WRITE, SelectorKey
+from ._install import _stdlib_module
+from ._rselectors import EVENT_READ, EVENT_WRITE, SelectorKey, _SelectorMapping
 
 # EventLoopPolicy is left out so that `from rselectors import *` does not import asyncio.
 __all__ = [
@@ -20,69 +21,26 @@ __all__ = [
     "SelectorKey",
     "BaseSelector",
     "SelectSelector",
-    "PollSelector",
     "DefaultSelector",
     "install",
     "new_event_loop",
     "run",
 ]
 
+# The running interpreter's own `selectors` module. Every name of it that this file does not
+# define is bound, at the end, to the stdlib's object: `_BaseSelectorImpl`,
+# `_PollLikeSelector`, `_fileobj_to_fd`, `_can_use`, the module aliases (`select`, `sys`,
+# `math`, ...), whatever the version has. The abstract base class is the stdlib's own, so a
+# selector built on `_BaseSelectorImpl` (gevent's) and ours are both `BaseSelector`s of
+# either module.
+_stdlib = _stdlib_module()
+BaseSelector = _stdlib.BaseSelector
 
-class BaseSelector(metaclass=ABCMeta):
-    """Selector abstract base class, as in the stdlib.
 
-    A selector supports registering file objects to be monitored for specific
-    I/O events. A file object is a file descriptor or any object with a
-    `fileno()` method. An arbitrary object can be attached to the file object.
-    """
+class _Native:
+    """Between a Rust class and the ABC: keeps get_key() honest in user subclasses."""
 
-    @abstractmethod
-    def register(self, fileobj, events, data=None):
-        """Register a file object; return its SelectorKey."""
-        raise NotImplementedError
-
-    @abstractmethod
-    def unregister(self, fileobj):
-        """Unregister a file object; return its SelectorKey."""
-        raise NotImplementedError
-
-    def modify(self, fileobj, events, data=None):
-        """Change a registered file object's monitored events or attached data."""
-        self.unregister(fileobj)
-        return self.register(fileobj, events, data)
-
-    @abstractmethod
-    def select(self, timeout=None):
-        """Wait until some registered file objects are ready or the timeout expires.
-
-        Return a list of (key, events) for the ready file objects.
-        """
-        raise NotImplementedError
-
-    def close(self):
-        """Close the selector."""
-        pass
-
-    def get_key(self, fileobj):
-        """Return the key associated to a registered file object."""
-        mapping = self.get_map()
-        if mapping is None:
-            raise RuntimeError('Selector is closed')
-        try:
-            return mapping[fileobj]
-        except KeyError:
-            raise KeyError("{!r} is not registered".format(fileobj)) from None
-
-    @abstractmethod
-    def get_map(self):
-        """Return a mapping of file objects to selector keys."""
-        raise NotImplementedError
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        self.close()
+    __slots__ = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -94,40 +52,88 @@ class BaseSelector(metaclass=ABCMeta):
             cls.get_key = BaseSelector.get_key
 
 
+def _is_native(func):
+    """True for the `select` module's own select/poll/epoll (not a green library's)."""
+    return getattr(func, "__module__", None) == "select"
+
+
+class _SelectCall:
+    """The poller a SelectSelector drives when its `_select` is not `select.select`.
+
+    gevent and eventlet replace `SelectSelector._select` with their cooperative select();
+    the stdlib's SelectSelector then waits through it, and so does ours.
+    """
+
+    def __init__(self, selector):
+        self._selector = selector
+        self._fds = {}
+
+    def register(self, fd, events):
+        self._fds[fd] = events
+
+    modify = register
+
+    def unregister(self, fd):
+        self._fds.pop(fd, None)
+
+    def poll(self, timeout_ms=None):
+        readers = [fd for fd, ev in self._fds.items() if ev & select.POLLIN]
+        writers = [fd for fd, ev in self._fds.items() if ev & select.POLLOUT]
+        timeout = None if timeout_ms is None else timeout_ms / 1000
+        try:
+            r, w, _ = self._selector._select(readers, writers, [], timeout)
+        except InterruptedError:
+            return []
+        events = dict.fromkeys(r, select.POLLIN)
+        for fd in w:
+            events[fd] = events.get(fd, 0) | select.POLLOUT
+        return list(events.items())
+
+
 # The concrete classes: the Rust implementation first in the MRO, the ABC after it so that
 # isinstance() holds and instances take attributes and weak references like Python objects.
 # Each __init__ takes no argument, as the stdlib's does. A class whose `_selector_cls` is
 # replaced (CPython's tests patch it) drives an instance of it, as the stdlib would.
 
-class SelectSelector(_rselectors.SelectSelector, BaseSelector):
+class SelectSelector(_rselectors.SelectSelector, _Native, BaseSelector):
     """Select-based selector."""
 
-    def __init__(self):
-        pass
-
-
-class PollSelector(_rselectors.PollSelector, BaseSelector):
-    """Poll-based selector."""
-
-    _selector_cls = _select.poll
+    _select = select.select  # as in the stdlib (outside Windows): a plain attribute
 
     def __init__(self):
-        if self._selector_cls is not _select.poll:
-            self._use_poller(self._selector_cls())
-
-    def __reduce_ex__(self, protocol):
-        raise TypeError("cannot pickle 'select.poll' object")
+        if not _is_native(type(self)._select):
+            self._use_poller(_SelectCall(self))
 
 
-if hasattr(_rselectors, "EpollSelector"):  # Linux
+# As in the stdlib, a class exists where the `select` module has its mechanism: eventlet's
+# monkey_patch() deletes select.poll and select.epoll, and a module imported after it has
+# neither class.
+if hasattr(select, "poll"):
 
-    class EpollSelector(_rselectors.EpollSelector, BaseSelector):
-        """Epoll-based selector."""
+    class PollSelector(_rselectors.PollSelector, _Native, BaseSelector):
+        """Poll-based selector."""
 
-        _selector_cls = _select.epoll
+        _selector_cls = select.poll
 
         def __init__(self):
-            if self._selector_cls is not _select.epoll:
+            if not _is_native(self._selector_cls):
+                self._use_poller(self._selector_cls())
+
+        def __reduce_ex__(self, protocol):
+            raise TypeError("cannot pickle 'select.poll' object")
+
+    __all__.append("PollSelector")
+
+
+if hasattr(_rselectors, "EpollSelector") and hasattr(select, "epoll"):  # Linux
+
+    class EpollSelector(_rselectors.EpollSelector, _Native, BaseSelector):
+        """Epoll-based selector."""
+
+        _selector_cls = select.epoll
+
+        def __init__(self):
+            if not _is_native(self._selector_cls):
                 self._use_poller(self._selector_cls())
 
         def __reduce_ex__(self, protocol):
@@ -136,9 +142,9 @@ if hasattr(_rselectors, "EpollSelector"):  # Linux
     __all__.append("EpollSelector")
 
 
-if hasattr(_rselectors, "KqueueSelector"):  # macOS and the BSDs
+if hasattr(_rselectors, "KqueueSelector") and hasattr(select, "kqueue"):  # macOS, BSDs
 
-    class KqueueSelector(_rselectors.KqueueSelector, BaseSelector):
+    class KqueueSelector(_rselectors.KqueueSelector, _Native, BaseSelector):
         """Kqueue-based selector."""
 
         def __init__(self):
@@ -155,10 +161,18 @@ if "KqueueSelector" in globals():
     DefaultSelector = KqueueSelector
 elif "EpollSelector" in globals():
     DefaultSelector = EpollSelector
-else:
+elif "PollSelector" in globals():
     DefaultSelector = PollSelector
+else:
+    DefaultSelector = SelectSelector
 
 from ._install import install  # noqa: E402
 # asyncio conveniences; asyncio itself is imported on first use. EventLoopPolicy (a subclass
 # of asyncio's policy) is made on first access through this module __getattr__ (PEP 562).
 from ._asyncio import new_event_loop, run, __getattr__  # noqa: E402
+
+# Every other name of the stdlib module, as the stdlib's object (see `_stdlib` above).
+for _name in dir(_stdlib):
+    if not _name.startswith("__") and _name not in globals():
+        globals()[_name] = getattr(_stdlib, _name)
+del _name

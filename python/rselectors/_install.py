@@ -54,6 +54,56 @@ _lock = threading.RLock()
 _stdlib_selectors = None
 
 
+def _stdlib_path():
+    import os
+
+    stdlib_dir = os.path.dirname(getattr(os, "__file__", "") or "")
+    if not stdlib_dir:  # pragma: no cover - a frozen os without __file__
+        import sysconfig
+        stdlib_dir = sysconfig.get_path("stdlib")
+    return os.path.join(stdlib_dir, "selectors.py")
+
+
+def _stdlib_module():
+    """The standard library's own ``selectors`` module (rselectors re-exports its names).
+
+    Imported as ``selectors`` when nothing is under that name yet, so that the process has
+    one copy of its classes. When ``sys.modules["selectors"]`` is something else (rselectors
+    after install(), a module of the same name earlier on sys.path), the stdlib's file is
+    loaded under no name in sys.modules.
+    """
+    global _stdlib_selectors
+    import os
+
+    with _lock:
+        if _stdlib_selectors is not None:
+            return _stdlib_selectors
+        path = _stdlib_path()
+        module = sys.modules.get("selectors")
+        if module is None:
+            import selectors as module
+        file = getattr(module, "__file__", None)
+        if not file or os.path.realpath(file) != os.path.realpath(path):
+            import importlib.util
+
+            spec = importlib.util.spec_from_file_location("selectors", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        _stdlib_selectors = module
+        return module
+
+
+def green_patched(module):
+    """True if a library (gevent, eventlet) put its own DefaultSelector on ``module``.
+
+    Both monkey-patchers replace ``selectors.DefaultSelector`` with a class whose code lives
+    in their module (gevent's ``GeventSelector``, eventlet's re-imported ``SelectSelector``).
+    """
+    default = getattr(module, "DefaultSelector", None)
+    code_globals = getattr(getattr(default, "select", None), "__globals__", None)
+    return code_globals is not None and code_globals is not vars(module)
+
+
 def _stdlib_objects(std):
     """Map id(obj) -> (obj, names) for the stdlib module's selector classes."""
     found = {}
@@ -116,15 +166,30 @@ def _rebind(rsel, std):
 def install():
     """Make ``selectors`` resolve to rselectors in this process.
 
-    Idempotent and cheap.  Never imports the standard library ``selectors``
-    module; if it had been imported already, references to it (and to its
-    selector classes) held as module attributes are rebound to rselectors.
+    Idempotent and cheap.  References to the standard library ``selectors``
+    module (and to its selector classes) that modules imported earlier hold
+    as module attributes are rebound to rselectors.
+
+    If gevent or eventlet has already monkey-patched ``selectors`` (its
+    DefaultSelector is theirs), this does nothing but warn: their cooperative
+    selectors must stay what ``selectors`` gives. Installed first, rselectors
+    is what they patch, as they would the stdlib module.
     """
     global _stdlib_selectors
     import rselectors
 
     with _lock:
         current = sys.modules.get("selectors")
+        if current is not None and current is not rselectors and green_patched(current):
+            import warnings
+
+            warnings.warn(
+                "rselectors.install() does nothing: the selectors module was already "
+                "monkey-patched (DefaultSelector is %s.%s); install rselectors before "
+                "patching" % (current.DefaultSelector.__module__,
+                              current.DefaultSelector.__qualname__),
+                RuntimeWarning, stacklevel=2)
+            return
         if current is not None and current is not rselectors:
             if _stdlib_selectors is None:
                 _stdlib_selectors = current
