@@ -64,22 +64,6 @@ pub fn fork_generation() -> u64 {
     FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// A pipe whose write end is always writable: lets a stdlib wait be called for its argument
-/// checks only, returning at once instead of blocking.
-pub fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0 as libc::c_int; 2];
-    // Plain pipe(): macOS has no pipe2, and these fds live only for the length of one call.
-    syscall!(pipe(fds.as_mut_ptr()))?;
-    // SAFETY: pipe succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

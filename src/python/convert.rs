@@ -1,7 +1,6 @@
 //! Python values to core values and core errors to Python exceptions, each with the exact
 //! type and message the stdlib gives.
 
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use pyo3::exceptions::{
@@ -286,7 +285,7 @@ fn parse_poll_like_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedT
         };
         return Ok(match converted {
             Ok(d) => ParsedTimeout::Wait(Some(d)),
-            Err(_) => refused_by_stdlib(py, Kind::Poll, &ms),
+            Err(_) => refused_by_stdlib(py, Kind::Poll, &ms)?,
         });
     }
     let secs = ms.mul(1e-3)?;
@@ -296,88 +295,152 @@ fn parse_poll_like_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedT
         .and_then(timeout::epoll_wait_millis);
     Ok(match converted {
         Ok(d) => ParsedTimeout::Wait(Some(d)),
-        Err(_) => refused_by_stdlib(py, Kind::Epoll, &secs),
+        Err(_) => refused_by_stdlib(py, Kind::Epoll, &secs)?,
     })
 }
 
 /// The general path of `SelectSelector.select` (and `KqueueSelector.select`): `max(timeout,
-/// 0)`, then what `select.select` accepts (a float, or an int by `__index__`).
+/// 0)`, then what the C wait accepts: a float, an int by `__index__` (called once, as there),
+/// and whatever else the running version takes (3.9 truncates with `__int__`; 3.15 takes
+/// `Fraction` and `Decimal`), which only the C code itself can say.
 fn parse_select_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
     let py = t.py();
     let zero = 0i64.into_pyobject(py)?;
     if zero.gt(t)? {
         return Ok(ParsedTimeout::Wait(Some(Duration::ZERO)));
     }
-    let converted = if t.is_instance_of::<PyFloat>() {
-        t.extract::<f64>()
+    if t.is_instance_of::<PyFloat>() {
+        let converted = t
+            .extract::<f64>()
             .ok()
-            .and_then(|s| timeout::select_nanos(s).ok())
-    } else {
-        t.extract::<i64>()
-            .ok()
-            .and_then(|s| timeout::select_whole_seconds(s).ok())
-    };
-    Ok(match converted {
-        Some(d) => ParsedTimeout::Wait(Some(d)),
-        None => refused_by_stdlib(py, kind, t),
-    })
-}
-
-/// Gets the exact error the stdlib's C wait gives for a timeout we found unusable, by making
-/// that call with an always-writable fd registered, so it returns at once if it does accept it.
-fn refused_by_stdlib(py: Python<'_>, kind: Kind, value: &Bound<'_, PyAny>) -> ParsedTimeout {
-    let attempt = || -> PyResult<()> {
-        let (_read_end, write_end) = sys::pipe().map_err(|e| os_error(&e))?;
-        let wfd = write_end.as_raw_fd();
-        let select = py.import(intern!(py, "select"))?;
-        match kind {
-            Kind::Select => {
-                let no_fds = pyo3::types::PyList::empty(py);
-                let writers = pyo3::types::PyList::new(py, [wfd])?;
-                select.call_method1("select", (&no_fds, writers, &no_fds, value))?;
+            .and_then(|s| timeout::select_nanos(s).ok());
+        return Ok(match converted {
+            Some(d) => ParsedTimeout::Wait(Some(d)),
+            None => refused_by_stdlib(py, kind, t)?,
+        });
+    }
+    // SAFETY: PyNumber_Index returns a new reference, or NULL with an exception set.
+    let index = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyNumber_Index(t.as_ptr())) };
+    match index {
+        Ok(n) => Ok(match n.extract::<i64>().ok() {
+            Some(secs) if timeout::select_whole_seconds(secs).is_ok() => {
+                ParsedTimeout::Wait(timeout::select_whole_seconds(secs).ok())
             }
-            Kind::Poll => {
-                let poller = select.call_method0("poll")?;
-                poller.call_method1("register", (wfd, libc::POLLOUT))?;
-                poller.call_method1("poll", (value,))?;
-            }
-            Kind::Epoll => {
-                let poller = select.call_method0("epoll")?;
-                poller.call_method1("register", (wfd, select.getattr("EPOLLOUT")?))?;
-                let result = poller.call_method1("poll", (value, 1));
-                poller.call_method0("close")?;
-                result?;
-            }
-            Kind::Kqueue => {
-                let kq = select.call_method0("kqueue")?;
-                let args = (
-                    wfd,
-                    select.getattr("KQ_FILTER_WRITE")?,
-                    select.getattr("KQ_EV_ADD")?,
-                );
-                let change = select.call_method1("kevent", args)?;
-                let changes = pyo3::types::PyList::new(py, [change])?;
-                let result = kq.call_method1("control", (changes, 1, value));
-                kq.call_method0("close")?;
-                result?;
-            }
+            // The plain int it gave: the C code's range error, without calling `__index__` again.
+            _ => refused_by_stdlib(py, kind, &n)?,
+        }),
+        // `__index__` exists and raised TypeError: the C code would reword it, not look further.
+        Err(err)
+            if err.is_instance_of::<PyTypeError>(py)
+                && kind == Kind::Select
+                && t.get_type().hasattr(intern!(py, "__index__"))? =>
+        {
+            Err(PyTypeError::new_err("timeout must be a float or None"))
         }
-        Ok(())
-    };
-    match attempt() {
-        Err(err) => ParsedTimeout::Refused(err),
-        // The stdlib took it after all (3.9's select() truncates a Decimal with __int__, say):
-        // wait what it would have waited.
-        Ok(()) => ParsedTimeout::Wait(Some(accepted_anyway(kind, value))),
+        Err(err) if err.is_instance_of::<PyTypeError>(py) => refused_by_stdlib(py, kind, t),
+        // Anything else `__index__` raised, the C code lets through.
+        Err(err) => Err(err),
     }
 }
 
+/// An fd number no process can have open (Linux caps fds well below `INT_MAX`): the stdlib's
+/// waits can be handed it to check their other arguments without waiting or opening anything.
+const NEVER_OPEN_FD: i32 = i32::MAX;
+
+pyo3::create_exception!(rselectors, TimeoutAccepted, pyo3::exceptions::PyException);
+
+/// Raises `TimeoutAccepted` from `fileno()`: `select.select()` converts its fd lists only
+/// after its timeout, so this tells "timeout accepted" apart from any timeout error.
+#[pyclass(frozen, module = "rselectors._rselectors", name = "_TimeoutProbe")]
+struct TimeoutProbe;
+
+#[pymethods]
+impl TimeoutProbe {
+    fn fileno(&self) -> PyResult<i32> {
+        Err(TimeoutAccepted::new_err(()))
+    }
+}
+
+/// Asks the stdlib's C wait of `kind` what it makes of a timeout we could not use: its exact
+/// error, or, when it takes the value after all, the wait it would have made. Opens no fd (a
+/// selector at the open-file limit must still get the timeout's own error) and never waits.
+fn refused_by_stdlib(
+    py: Python<'_>,
+    kind: Kind,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<ParsedTimeout> {
+    let select = py.import(intern!(py, "select"))?;
+    let outcome = match kind {
+        Kind::Select => {
+            let probe = pyo3::types::PyList::new(py, [Bound::new(py, TimeoutProbe)?])?;
+            let none = pyo3::types::PyList::empty(py);
+            match select.call_method1("select", (probe, &none, &none, value)) {
+                Err(err) if err.is_instance_of::<TimeoutAccepted>(py) => Ok(()),
+                Err(err) => Err(err),
+                Ok(_) => Ok(()),
+            }
+        }
+        Kind::Poll => {
+            // poll() reports a never-open fd as POLLNVAL at once.
+            let poller = select.call_method0("poll")?;
+            poller.call_method1("register", (NEVER_OPEN_FD, libc::POLLIN))?;
+            poller.call_method1("poll", (value,)).map(drop)
+        }
+        Kind::Epoll | Kind::Kqueue => {
+            // A handle object around a never-open fd: the timeout is checked first, then the
+            // system call fails with EBADF.
+            let (cls, call) = if kind == Kind::Epoll {
+                (select.getattr("epoll")?, "poll")
+            } else {
+                (select.getattr("kqueue")?, "control")
+            };
+            let handle = cls.call_method1("fromfd", (NEVER_OPEN_FD,))?;
+            let result = if kind == Kind::Epoll {
+                handle.call_method1(call, (value, 1))
+            } else {
+                handle.call_method1(call, (py.None(), 1, value))
+            };
+            let _ = handle.call_method0("close");
+            match result {
+                Err(err) if err.is_instance_of::<PyOSError>(py) => Ok(()),
+                other => other.map(drop),
+            }
+        }
+    };
+    Ok(match outcome {
+        Err(err) => ParsedTimeout::Refused(err),
+        Ok(()) => ParsedTimeout::Wait(Some(accepted_anyway(kind, value))),
+    })
+}
+
+/// The wait the stdlib makes for a value its C code took although we could not read it.
 fn accepted_anyway(kind: Kind, value: &Bound<'_, PyAny>) -> Duration {
+    let py = value.py();
     let as_int = || -> Option<i64> { value.call_method0("__int__").ok()?.extract().ok() };
     let converted = match kind {
-        Kind::Select | Kind::Kqueue => as_int().map(timeout::select_whole_seconds),
+        // 3.9 truncates what has `__int__`.
+        Kind::Select | Kind::Kqueue if py.version_info() < (3, 10) => {
+            as_int().map(timeout::select_whole_seconds)
+        }
+        // 3.15 takes exact numbers (Fraction, Decimal): the wait rounds up to nanoseconds.
+        Kind::Select | Kind::Kqueue => exact_nanos(value).map(Ok),
         Kind::Poll => as_int().map(timeout::poll_wait_millis),
         Kind::Epoll => value.extract::<f64>().ok().map(timeout::epoll_wait_millis),
     };
     converted.and_then(Result::ok).unwrap_or(Duration::ZERO)
+}
+
+/// `value` seconds as nanoseconds rounded up, from its `as_integer_ratio()` (exact for
+/// `Fraction` and `Decimal`), or from `float(value)`.
+fn exact_nanos(value: &Bound<'_, PyAny>) -> Option<Duration> {
+    if let Ok(ratio) = value.call_method0("as_integer_ratio") {
+        let (num, den): (i128, i128) = ratio.extract().ok()?;
+        if den <= 0 {
+            return None;
+        }
+        let ns = num.checked_mul(1_000_000_000)?;
+        let ns = ns.div_euclid(den) + i128::from(ns.rem_euclid(den) != 0);
+        return u64::try_from(ns.max(0)).ok().map(Duration::from_nanos);
+    }
+    timeout::select_nanos(value.extract::<f64>().ok()?).ok()
 }
