@@ -96,3 +96,42 @@ def test_timeout_whose_index_raises_on_its_first_call(kind):
     stdlib = _run(INDEX_RAISES_ONCE, "selectors", kind)
     ours = _run(INDEX_RAISES_ONCE, "rselectors", kind)
     assert ours == stdlib
+
+
+CLOSE_IN_HANDLER = r"""
+import json, signal, socket, sys, time
+mod = __import__(sys.argv[1])
+cls = getattr(mod, sys.argv[2] + "Selector")
+timeout = None if sys.argv[3] == "None" else float(sys.argv[3])
+sel = cls()
+a, b = socket.socketpair()
+sel.register(a, mod.EVENT_READ)
+signal.signal(signal.SIGALRM, lambda *args: sel.close())
+signal.setitimer(signal.ITIMER_REAL, 0.1)
+start = time.monotonic()
+try:
+    out = ["ok", len(sel.select(timeout))]
+except OSError as e:
+    out = [type(e).__name__, e.errno]
+out.append(time.monotonic() - start < 2)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("kind,timeout", [
+    ("Epoll", "None"), ("Epoll", "0.5"), ("Poll", "0.5"), ("Select", "0.5"),
+])
+def test_signal_handler_closes_the_selector_during_a_wait(kind, timeout):
+    """Issue 9, case 1: it used to wait on (forever, with no timeout)."""
+    def run(module):
+        proc = subprocess.run(
+            [sys.executable, "-c", CLOSE_IN_HANDLER, module, kind, timeout],
+            capture_output=True, text=True, timeout=20,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    stdlib, ours = run("selectors"), run("rselectors")
+    assert ours == stdlib
+    if kind == "Epoll":
+        assert stdlib == ["OSError", 9, True]

@@ -613,6 +613,12 @@ impl SelectorBase {
                         Remaining::Left(d) => Some(d),
                         Remaining::Expired => break Ok(false),
                     };
+                    // The stdlib retries on its own handle, which the signal handler that just
+                    // ran may have closed (a SIGTERM handler calling close()): the retry then
+                    // fails with EBADF at once. Our wait holds the fd open, so ask.
+                    if let Some(Err(_)) = self.lock().core.backend().fileno() {
+                        break Err(os_error(&std::io::Error::from_raw_os_error(libc::EBADF)));
+                    }
                 }
                 Err(err) => break Err(os_error(&err)),
             }
