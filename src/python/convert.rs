@@ -322,13 +322,18 @@ fn parse_select_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedTime
     // SAFETY: PyNumber_Index returns a new reference, or NULL with an exception set.
     let index = unsafe { Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyNumber_Index(t.as_ptr())) };
     match index {
-        Ok(n) => Ok(match n.extract::<i64>().ok() {
-            Some(secs) if timeout::select_whole_seconds(secs).is_ok() => {
-                ParsedTimeout::Wait(timeout::select_whole_seconds(secs).ok())
-            }
-            // The plain int it gave: the C code's range error, without calling `__index__` again.
-            _ => refused_by_stdlib(py, kind, &n)?,
-        }),
+        Ok(n) => {
+            let converted = n
+                .extract::<i64>()
+                .ok()
+                .and_then(|s| timeout::select_whole_seconds(s).ok());
+            Ok(match converted {
+                Some(d) => ParsedTimeout::Wait(Some(d)),
+                // The plain int it gave: the C code's range error, without calling
+                // `__index__` again.
+                None => refused_by_stdlib(py, kind, &n)?,
+            })
+        }
         // `__index__` exists and raised TypeError: the C code would reword it, not look further.
         Err(err)
             if err.is_instance_of::<PyTypeError>(py)
