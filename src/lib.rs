@@ -4,6 +4,7 @@
 //! of Python; `python` is the binding that converts between the two.
 
 pub mod backend;
+pub mod lock;
 mod python;
 pub mod selector;
 pub mod sys;

@@ -57,17 +57,23 @@ impl<B: Backend, K> Selector<B, K> {
         Some(key)
     }
 
-    /// Changes what the OS watches for a registered fd. If the OS refuses, the key is dropped
-    /// from the table and handed back with the error (bpo-30014).
-    pub fn modify_interest(&mut self, fd: u64, interest: u8) -> Result<(), (Error, Option<K>)> {
-        self.backend
-            .modify(fd, interest)
-            .map_err(|err| (err, self.keys.remove(fd)))
+    /// Changes what the OS watches for a registered fd. On failure the key stays: the
+    /// stdlib drops it through `unregister(fileobj)`, which the binding calls (it runs
+    /// Python code: `fileno()` again).
+    pub fn modify_interest(&mut self, fd: u64, interest: u8) -> Result<(), Error> {
+        self.backend.modify(fd, interest)
     }
 
-    /// Adds a key with no OS registration (the caller registers it elsewhere).
+    /// Adds a key with no OS registration: the stdlib's `register` puts the key in its dict
+    /// first, then computes the OS events (Python code that may see the key), then calls
+    /// `watch`.
     pub fn insert_key(&mut self, fd: u64, key: K) -> Result<(), K> {
         self.keys.insert(fd, key)
+    }
+
+    /// Adds the OS registration of a key already inserted.
+    pub fn watch(&mut self, fd: u64, interest: u8) -> Result<(), Error> {
+        self.backend.add(fd, interest)
     }
 
     /// Removes a key, leaving any OS registration alone.
@@ -75,9 +81,18 @@ impl<B: Backend, K> Selector<B, K> {
         self.keys.remove(fd)
     }
 
-    /// Swaps the stored key of a registered fd without touching the OS registration.
-    pub fn replace_key(&mut self, fd: u64, key: K) -> Result<K, K> {
-        self.keys.replace(fd, key)
+    /// `self._fd_to_key[fd] = key`: replaces the key of `fd` in place, or adds it when a
+    /// callback unregistered the fd (or closed the selector) meanwhile, as a dict store does.
+    /// Hands back the key it replaced.
+    pub fn store_key(&mut self, fd: u64, key: K) -> Option<K> {
+        match self.keys.replace(fd, key) {
+            Ok(old) => Some(old),
+            Err(key) => {
+                let inserted = self.keys.insert(fd, key);
+                debug_assert!(inserted.is_ok(), "replace found no key");
+                None
+            }
+        }
     }
 
     /// Forgets every key (handed back for dropping) and releases the OS handle.
@@ -130,7 +145,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_modify_drops_the_key() {
+    fn a_refused_modify_keeps_the_key_for_the_binding_to_drop() {
         let (a, b) = socket_pair();
         let fd = b.as_raw_fd() as u64;
         let mut sel = Selector::new(Epoll::new().unwrap());
@@ -140,14 +155,19 @@ mod tests {
             Err(RegisterError::AlreadyRegistered("again"))
         ));
         drop(b);
-        let (err, key) = sel.modify_interest(fd, WRITE).unwrap_err();
+        let err = sel.modify_interest(fd, WRITE).unwrap_err();
         assert!(matches!(err, Error::Os(_)));
-        assert_eq!(key, Some("k"));
-        assert!(sel.keys().is_empty());
+        assert_eq!(
+            sel.keys().len(),
+            1,
+            "the binding drops the key, through fileno()"
+        );
         // Unregistering an fd the OS no longer knows still hands the key back.
-        sel.register(a.as_raw_fd() as u64, READ, "a").ok().unwrap();
+        let afd = a.as_raw_fd() as u64;
+        sel.register(afd, READ, "a").ok().unwrap();
         drop(a);
-        assert!(sel.unregister(fd).is_none());
+        assert_eq!(sel.unregister(afd), Some("a"));
+        assert_eq!(sel.unregister(afd), None);
     }
 
     #[test]

@@ -27,8 +27,9 @@ impl Epoll {
     }
 
     fn ctl(&self, op: libc::c_int, fd: u64, interest: u8) -> Result<()> {
-        let epfd = self.epfd.raw()?;
+        // select.epoll converts the fd (OverflowError) before it looks at its own handle.
         let fd = to_raw_fd(fd)?;
+        let epfd = self.epfd.raw()?;
         let mut event = libc::epoll_event {
             events: epoll_bits(interest),
             u64: fd as u64,

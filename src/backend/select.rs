@@ -19,6 +19,18 @@ impl Select {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// What `fd` is watched for (`READ`/`WRITE` bits), 0 if nothing.
+    pub fn interest(&self, fd: u64) -> u8 {
+        let mut interest = 0;
+        if self.readers.contains(&fd) {
+            interest |= super::READ;
+        }
+        if self.writers.contains(&fd) {
+            interest |= super::WRITE;
+        }
+        interest
+    }
 }
 
 fn empty_set() -> libc::fd_set {

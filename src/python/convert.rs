@@ -53,6 +53,13 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
             Err(err) => return Err(err),
         }
     };
+    if !is_plain_int(&fd) {
+        // An int subclass: `fd < 0` runs its own comparison, as in the stdlib.
+        if fd.lt(0)? {
+            return Err(invalid_fd(&fd));
+        }
+        return Ok((fd.clone(), fd.extract::<u64>().ok()));
+    }
     let num = match fd.extract::<i64>() {
         Ok(n) if n >= 0 => Some(n as u64),
         Ok(_) => return Err(invalid_fd(&fd)),
@@ -60,6 +67,20 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
         Err(_) => fd.extract::<u64>().ok(),
     };
     Ok((fd, num))
+}
+
+/// An `int` or `bool` itself, whose comparisons and hash run no Python code.
+pub fn is_plain_int(obj: &Bound<'_, PyAny>) -> bool {
+    obj.is_exact_instance_of::<PyInt>() || obj.is_exact_instance_of::<PyBool>()
+}
+
+/// The stdlib keys a dict by the fd object, so an int subclass's `__hash__` runs once per dict
+/// operation (and may raise); a plain int's hash is invisible and skipped.
+pub fn hash_as_dict_key(fd: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !is_plain_int(fd) {
+        fd.hash()?;
+    }
+    Ok(())
 }
 
 fn invalid_fd(fd: &Bound<'_, PyAny>) -> PyErr {
@@ -124,25 +145,17 @@ pub fn check_register_events(events: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// What to ask the OS for: `events & EVENT_READ` and `events & EVENT_WRITE`, as Python
-/// would compute them for whatever `events` is.
+/// What to ask the OS for: `events & EVENT_READ`, then `events & EVENT_WRITE`, each
+/// truth-tested, as Python would compute them for whatever `events` is.
 pub fn interest_of(events: &Bound<'_, PyAny>) -> PyResult<u8> {
     if let Some(e) = events_as_i64(events) {
-        let mut interest = 0;
-        if e & i64::from(READ) != 0 {
-            interest |= READ;
-        }
-        if e & i64::from(WRITE) != 0 {
-            interest |= WRITE;
-        }
-        return Ok(interest);
+        return Ok((e & i64::from(READ | WRITE)) as u8);
     }
     let mut interest = 0;
-    if events.bitand(i64::from(READ))?.is_truthy()? {
-        interest |= READ;
-    }
-    if events.bitand(i64::from(WRITE))?.is_truthy()? {
-        interest |= WRITE;
+    for bit in [READ, WRITE] {
+        if events.bitand(i64::from(bit))?.is_truthy()? {
+            interest |= bit;
+        }
     }
     Ok(interest)
 }

@@ -1,10 +1,11 @@
 //! The read-only, live mapping `get_map()` returns.
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
+use super::convert::python_3_13;
 use super::selector::SelectorBase;
 
 /// The read-only, live view `get_map()` returns; Python mixes in `collections.abc.Mapping`.
@@ -25,7 +26,7 @@ impl SelectorMapping {
         SelectorMapping { selector }
     }
 
-    fn __len__(&self, py: Python<'_>) -> usize {
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
         self.selector.bind(py).get().len()
     }
 
@@ -34,7 +35,7 @@ impl SelectorMapping {
     }
 
     fn __contains__(&self, py: Python<'_>, fileobj: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.selector.bind(py).get().find(fileobj)?.is_some())
+        self.selector.bind(py).get().contains(fileobj)
     }
 
     #[pyo3(signature = (fileobj, default=None))]
@@ -44,21 +45,33 @@ impl SelectorMapping {
         fileobj: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        Ok(match self.selector.bind(py).get().find(fileobj)? {
+        let selector = self.selector.bind(py).get();
+        let found = if python_3_13(py) {
+            // 3.13's own `get`: the lookup's errors go through.
+            selector.find(fileobj)?
+        } else {
+            // `Mapping.get`: `self[fileobj]`, the default on KeyError.
+            match selector.getitem(fileobj) {
+                Ok(key) => Some(key),
+                Err(err) if err.is_instance_of::<PyKeyError>(py) => None,
+                Err(err) => return Err(err),
+            }
+        };
+        Ok(match found {
             Some(key) => key.into_any(),
             None => default.unwrap_or_else(|| py.None()),
         })
     }
 
-    fn __iter__(&self, py: Python<'_>) -> SelectorMappingIter {
-        let len = self.selector.bind(py).get().len();
-        SelectorMappingIter {
+    fn __iter__(&self, py: Python<'_>) -> PyResult<SelectorMappingIter> {
+        let len = self.selector.bind(py).get().len()?;
+        Ok(SelectorMappingIter {
             selector: self.selector.clone_ref(py),
             cursor: 0,
             len: Some(len),
             remaining: len,
             exhausted: false,
-        }
+        })
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -89,13 +102,13 @@ impl SelectorMappingIter {
             return Ok(None);
         }
         let selector = self.selector.bind(py).get();
-        if self.len != Some(selector.len()) {
+        if self.len != Some(selector.len()?) {
             self.len = None;
             return Err(PyRuntimeError::new_err(
                 "dictionary changed size during iteration",
             ));
         }
-        let Some((next, fd)) = selector.fd_at(py, self.cursor) else {
+        let Some((next, fd)) = selector.fd_at(py, self.cursor)? else {
             // A finished dict iterator stays finished, whatever the dict does later.
             self.exhausted = true;
             return Ok(None);
@@ -113,13 +126,12 @@ impl SelectorMappingIter {
     }
 
     /// `operator.length_hint()`: what is left, or 0 once the table changed under it.
-    fn __length_hint__(&self, py: Python<'_>) -> usize {
-        match self.len {
-            Some(len) if !self.exhausted && len == self.selector.bind(py).get().len() => {
-                self.remaining
-            }
+    fn __length_hint__(&self, py: Python<'_>) -> PyResult<usize> {
+        let now = self.selector.bind(py).get().len()?;
+        Ok(match self.len {
+            Some(len) if !self.exhausted && len == now => self.remaining,
             _ => 0,
-        }
+        })
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

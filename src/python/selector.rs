@@ -3,27 +3,28 @@
 //! garbage collector, and a `__del__` could re-enter); under it Python objects are only
 //! cloned (an incref).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::{PyBool, PyList, PyTuple};
+use pyo3::types::{PyBool, PyList, PySet, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 use smallvec::SmallVec;
 
 use super::convert::{
     backend_error, check_register_events, differs, differs_natively, events_as_i64, fileobj_to_fd,
-    interest_of, os_error, parse_timeout, python_3_13, python_format, warn_if_bool_fd, FdNum, Kind,
-    ParsedTimeout,
+    from_none, hash_as_dict_key, interest_of, is_plain_int, os_error, parse_timeout, python_3_13,
+    python_format, warn_if_bool_fd, FdNum, Kind, ParsedTimeout,
 };
 use super::poller::CustomPoller;
 use super::{new_key, BlankKey, SELECTOR_MAPPING};
 use crate::backend::{poll::Poll, select::Select, AnyBackend, Backend, Wait};
-use crate::selector::{RegisterError, Selector};
+use crate::lock::{OwnedGuard, OwnedMutex, Reentered};
+use crate::selector::Selector;
 use crate::sys::is_interrupted;
 use crate::timeout::{Deadline, Remaining};
 
@@ -58,7 +59,11 @@ impl Entry {
                 .mask
                 .and_then(|m| cache.tuples[usize::from(events & m)].as_ref())
             {
-                return Ready::Cached(tuple.clone_ref(py));
+                return Ready::Cached {
+                    fd,
+                    events,
+                    tuple: tuple.clone_ref(py),
+                };
             }
         }
         Ready::Build {
@@ -79,8 +84,6 @@ impl Entry {
 
 struct State {
     core: Selector<AnyBackend, Entry>,
-    /// Set by `close()`: `get_map()` answers None from then on.
-    closed: bool,
     /// The mapping `get_map()` hands out, made on first use, dropped by `close()`.
     mapping: Option<Py<PyAny>>,
 }
@@ -94,12 +97,15 @@ struct State {
 )]
 pub struct SelectorBase {
     kind: Kind,
-    state: Mutex<State>,
+    state: OwnedMutex<State>,
     /// Set when the class's `_selector_cls` was replaced: the OS side goes through it.
     poller: OnceLock<CustomPoller>,
     /// How many registered fds are bools (`True`): a select() selector warns about them
     /// before each wait. Outside the lock, so that check costs no lock round trip.
     bool_fds: AtomicUsize,
+    /// Set by `close()` (under the lock, beside dropping the mapping): `get_map()` answers
+    /// None from then on. Outside the lock, so `get_key` checks it without a lock round trip.
+    closed: AtomicBool,
 }
 
 impl SelectorBase {
@@ -120,28 +126,33 @@ impl SelectorBase {
         };
         Ok(SelectorBase {
             kind,
-            state: Mutex::new(State {
+            state: OwnedMutex::new(State {
                 core: Selector::new(backend),
-                closed: false,
                 mapping: None,
             }),
             poller: OnceLock::new(),
             bool_fds: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// The state. Only native steps run under it; if Python code ever re-enters the selector
+    /// while this thread holds it, the call fails loudly instead of deadlocking.
+    fn lock(&self) -> PyResult<OwnedGuard<'_, State>> {
         // SAFETY: only methods called from Python take the lock (never inside `detach`), so
         // this thread is attached to the interpreter.
         let py = unsafe { Python::assume_attached() };
         // A thread that has to wait for the lock detaches meanwhile: on a free-threaded build
         // a stop-the-world pause (the GC) must not wait on a thread blocked here. Uncontended,
         // as it always is under the GIL, this is one try_lock.
-        // A panic cannot leave the state half-changed in a way that matters more than
-        // refusing every later call would, so a poisoned lock is simply taken over.
         self.state
-            .lock_py_attached(py)
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .lock_with(|mutex| mutex.lock_py_attached(py))
+            .map_err(|Reentered| {
+                PyRuntimeError::new_err(
+                    "rselectors: selector re-entered while this thread holds its lock (a bug in \
+                     rselectors; please report it)",
+                )
+            })
     }
 
     /// `_fileobj_lookup`: the fd of `fileobj` (as the Python object a key holds, and its
@@ -154,7 +165,7 @@ impl SelectorBase {
         let py = fileobj.py();
         match fileobj_to_fd(fileobj) {
             Err(err) if err.is_instance_of::<PyValueError>(py) => {
-                let state = self.lock();
+                let state = self.lock()?;
                 let found = state
                     .core
                     .keys()
@@ -168,55 +179,256 @@ impl SelectorBase {
         }
     }
 
-    pub(super) fn key_for(&self, py: Python<'_>, fd: FdNum) -> Option<Py<PyTuple>> {
-        let state = self.lock();
-        let entry = state.core.keys().get(fd?)?;
-        Some(entry.key.clone_ref(py))
+    /// The fd of `fileobj` for a lookup in the stdlib's `try: ... self._fd_to_key[fd] ...
+    /// except KeyError: raise KeyError(f"{fileobj!r} is not registered") from None`:
+    /// `fileno()` and the fd's hash run inside it, so a KeyError they raise becomes that one.
+    /// `pop` for `dict.pop`, which hashes nothing when the dict is empty.
+    fn lookup_in_try<'py>(
+        &self,
+        fileobj: &Bound<'py, PyAny>,
+        pop: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
+        self.in_try(fileobj, self.lookup_fd_object(fileobj), pop)
     }
 
-    /// The key registered for `fileobj`, if any (a bad file object raises as in the stdlib).
+    /// `lookup_in_try` with the `fileno()` lookup already made.
+    fn in_try<'py>(
+        &self,
+        fileobj: &Bound<'py, PyAny>,
+        found: PyResult<(Bound<'py, PyAny>, FdNum)>,
+        pop: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
+        let py = fileobj.py();
+        let found = match found {
+            // A plain int's hash runs no code: the common case returns at once.
+            Ok((fd_obj, fd)) if is_plain_int(&fd_obj) => return Ok((fd_obj, fd)),
+            Ok((fd_obj, fd)) => {
+                let empty_pop = pop && self.len()? == 0;
+                match empty_pop {
+                    true => Ok((fd_obj, fd)),
+                    false => hash_as_dict_key(&fd_obj).map(|()| (fd_obj, fd)),
+                }
+            }
+            Err(err) => Err(err),
+        };
+        match found {
+            Err(err) if err.is_instance_of::<PyKeyError>(py) => {
+                Err(Self::not_registered(fileobj, Some(err)))
+            }
+            other => other,
+        }
+    }
+
+    /// `self._fd_to_key.get(fd_obj)`, its hash taken already: the key stored under the same
+    /// number, if the stored fd object also compares equal (an int subclass's `__eq__` runs,
+    /// as in a dict lookup).
+    fn key_for(&self, fd_obj: &Bound<'_, PyAny>, fd: FdNum) -> PyResult<Option<Py<PyTuple>>> {
+        let py = fd_obj.py();
+        let Some(fd) = fd else { return Ok(None) };
+        let key = {
+            let state = self.lock()?;
+            match state.core.keys().get(fd) {
+                Some(entry) => entry.key.clone_ref(py),
+                None => return Ok(None),
+            }
+        };
+        let stored_fd = key.bind(py).get_borrowed_item(1)?;
+        Ok(same_dict_key(&stored_fd, fd_obj)?.then_some(key))
+    }
+
+    /// The key registered for `fileobj`, if any (a bad file object raises as in the stdlib):
+    /// `_fd_to_key.get(_fileobj_lookup(fileobj))`.
     pub(super) fn find(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyTuple>>> {
-        let (_, fd) = self.lookup_fd_object(fileobj)?;
-        Ok(self.key_for(fileobj.py(), fd))
+        let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
+        hash_as_dict_key(&fd_obj)?;
+        self.key_for(&fd_obj, fd)
     }
 
-    /// `KeyError("<fileobj!r> is not registered")`, raised by the stdlib while handling the
-    /// `KeyError(fd)` of its dict lookup: a failing `repr()` carries that as its context.
-    /// (From 3.13 the mapping's lookup raises outside any handler: `fd` is then None.)
-    fn not_registered(fileobj: &Bound<'_, PyAny>, fd: Option<&Bound<'_, PyAny>>) -> PyErr {
-        match fileobj.repr() {
-            Ok(r) => PyKeyError::new_err(format!("{r} is not registered")),
-            Err(err) => {
-                if let Some(fd) = fd {
-                    let context = PyKeyError::new_err(fd.clone().unbind());
-                    err.set_context(fileobj.py(), Some(context));
+    /// `KeyError("<fileobj!r> is not registered")`, raised `from None` by the stdlib while
+    /// handling `handled` (the `KeyError` of its dict lookup, or one that `fileno()` raised);
+    /// a failing `repr()` carries that as its context. (From 3.13 the mapping raises it
+    /// outside any handler: `handled` is then None.)
+    fn not_registered(fileobj: &Bound<'_, PyAny>, handled: Option<PyErr>) -> PyErr {
+        let py = fileobj.py();
+        match (fileobj.repr(), handled) {
+            (Ok(r), None) => PyKeyError::new_err(format!("{r} is not registered")),
+            (Ok(r), Some(handled)) => from_none(
+                py,
+                PyKeyError::new_err(format!("{r} is not registered")),
+                handled,
+            ),
+            (Err(err), handled) => {
+                if let Some(handled) = handled {
+                    err.set_context(py, Some(handled));
                 }
                 err
             }
         }
     }
 
-    /// `get_key` and the mapping's `[]`: the key, KeyError if none.
+    /// The stdlib's `KeyError(fd)` from a dict lookup that found nothing.
+    fn missing(fd_obj: &Bound<'_, PyAny>) -> PyErr {
+        PyKeyError::new_err(fd_obj.clone().unbind())
+    }
+
+    /// The mapping's `[]`: the key, KeyError if none. Before 3.13 the lookup runs inside the
+    /// `try` that rewords KeyErrors; from 3.13 only a missing key is reworded.
     pub(super) fn getitem(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
         let py = fileobj.py();
-        let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
-        self.key_for(py, fd).ok_or_else(|| {
-            let handling = (!python_3_13(py)).then_some(&fd_obj);
-            Self::not_registered(fileobj, handling)
+        let found = self.lookup_fd_object(fileobj);
+        if let Ok((fd_obj, fd)) = &found {
+            // A plain int runs no Python code in the dict lookup, in any version.
+            if is_plain_int(fd_obj) {
+                if let Some(key) = self.key_for(fd_obj, *fd)? {
+                    return Ok(key);
+                }
+            }
+        }
+        let before_3_13 = !python_3_13(py);
+        let (fd_obj, fd) = if before_3_13 {
+            self.in_try(fileobj, found, false)?
+        } else {
+            let (fd_obj, fd) = found?;
+            hash_as_dict_key(&fd_obj)?;
+            (fd_obj, fd)
+        };
+        self.key_for(&fd_obj, fd)?.ok_or_else(|| {
+            let handled = before_3_13.then(|| Self::missing(&fd_obj));
+            Self::not_registered(fileobj, handled)
         })
     }
 
+    /// `Mapping.__contains__`: `self[fileobj]`, False on KeyError.
+    pub(super) fn contains(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match self.getitem(fileobj) {
+            Ok(_) => Ok(true),
+            Err(err) if err.is_instance_of::<PyKeyError>(fileobj.py()) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `_BaseSelectorImpl.unregister(fileobj)` as the stdlib's `register` and `modify` call it
+    /// once the OS refused: the key goes, found again through `fileno()` (no OS call);
+    /// KeyError when a callback already took it.
+    fn take_back(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (fd_obj, fd) = self.lookup_in_try(fileobj, true)?;
+        let removed = match fd {
+            Some(fd) => self.lock()?.core.remove_key(fd),
+            None => None,
+        };
+        match removed {
+            Some(entry) => {
+                self.forget_if_bool(&entry.field(fileobj.py(), 1));
+                drop(entry);
+                Ok(())
+            }
+            None => Err(Self::not_registered(fileobj, Some(Self::missing(&fd_obj)))),
+        }
+    }
+
+    /// `except: super().unregister(fileobj); raise` around an OS registration that failed
+    /// with `err`: the error raised, `err` itself or what the unregistering raised.
+    fn undo_register(&self, fileobj: &Bound<'_, PyAny>, err: PyErr) -> PyErr {
+        let py = fileobj.py();
+        match self.take_back(fileobj) {
+            Ok(()) => err,
+            Err(raised) => {
+                if raised
+                    .value(py)
+                    .getattr("__context__")
+                    .is_ok_and(|c| c.is_none())
+                {
+                    raised.set_context(py, Some(err));
+                }
+                raised
+            }
+        }
+    }
+
+    /// `self._fd_to_key.pop(fd_obj)` and the OS registration with it. The dict compares the
+    /// stored fd object with `fd_obj` first; where that can run Python code (an int
+    /// subclass), it runs without the lock.
+    fn pop_key(&self, fd_obj: &Bound<'_, PyAny>, fd: u64) -> PyResult<Option<Entry>> {
+        let py = fd_obj.py();
+        let mut state = self.lock()?;
+        let stored = match state.core.keys().get(fd) {
+            Some(entry) => entry.field(py, 1),
+            None => return Ok(None),
+        };
+        if !(stored.is(fd_obj) || (is_plain_int(&stored) && is_plain_int(fd_obj))) {
+            drop(state);
+            if !same_dict_key(&stored, fd_obj)? {
+                return Ok(None);
+            }
+            state = self.lock()?;
+        }
+        Ok(match self.poller.get() {
+            None => state.core.unregister(fd),
+            Some(_) => state.core.remove_key(fd),
+        })
+    }
+
+    /// Keeps `bool_fds` in step when a key whose fd is a bool leaves the table.
+    fn forget_if_bool(&self, fd_obj: &Bound<'_, PyAny>) {
+        if fd_obj.is_exact_instance_of::<PyBool>() {
+            // One less; a count already at zero stays there rather than wrapping.
+            let mut count = self.bool_fds.load(Ordering::Relaxed);
+            while count > 0 {
+                match self.bool_fds.compare_exchange_weak(
+                    count,
+                    count - 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break,
+                    Err(now) => count = now,
+                }
+            }
+        }
+    }
+
+    /// `self._fd_to_key[key.fd] = key`: stored even if a callback unregistered the fd or
+    /// closed the selector meanwhile, as a dict store is.
+    fn store_key(&self, fd_obj: &Bound<'_, PyAny>, fd: u64, key: Py<PyTuple>) -> PyResult<()> {
+        hash_as_dict_key(fd_obj)?;
+        let old = self.lock()?.core.store_key(fd, Entry::new(key));
+        drop(old);
+        Ok(())
+    }
+
+    /// `KeyError("<fileobj!r> (FD <fd>) is already registered")`.
+    fn already_registered(fileobj: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> PyErr {
+        let message = || -> PyResult<String> {
+            Ok(format!(
+                "{} (FD {}) is already registered",
+                fileobj.repr()?,
+                python_format(fd_obj)?
+            ))
+        };
+        match message() {
+            Ok(text) => PyKeyError::new_err(text),
+            Err(err) => err,
+        }
+    }
+
     /// How many fds are registered.
-    pub(super) fn len(&self) -> usize {
-        self.lock().core.keys().len()
+    pub(super) fn len(&self) -> PyResult<usize> {
+        Ok(self.lock()?.core.keys().len())
     }
 
     /// The fd object of the first registration at or after `cursor` in registration order,
     /// with the cursor just past it.
-    pub(super) fn fd_at(&self, py: Python<'_>, cursor: usize) -> Option<(usize, Py<PyAny>)> {
-        let state = self.lock();
-        let (next, _, entry) = state.core.keys().entry_at(cursor)?;
-        Some((next, entry.field(py, 1).unbind()))
+    pub(super) fn fd_at(
+        &self,
+        py: Python<'_>,
+        cursor: usize,
+    ) -> PyResult<Option<(usize, Py<PyAny>)>> {
+        let state = self.lock()?;
+        Ok(state
+            .core
+            .keys()
+            .entry_at(cursor)
+            .map(|(next, _, entry)| (next, entry.field(py, 1).unbind())))
     }
 
     /// `[(key, events & key.events), ...]`, the list `select()` returns. Tuples built here
@@ -226,10 +438,20 @@ impl SelectorBase {
         py: Python<'py>,
         mut ready: ReadyList,
     ) -> PyResult<Bound<'py, PyList>> {
-        // First every tuple (this may run Python code, for an `events` that is no plain int),
-        // then the list, filled where no Python code can see it half-made.
+        // First every tuple, in the kernel's order, then the list, filled where no Python code
+        // can see it half-made. Building a tuple runs Python code when a key's `events` is no
+        // plain int (`events & key.events`); that code may unregister later fds, modify them
+        // or close the selector, so from then on each fd is looked up again, as the stdlib
+        // looks up each fd only when it reaches it.
         let mut built = Vec::new();
+        let mut python_ran = false;
         for item in ready.iter_mut() {
+            if let (true, Some((fd, events))) = (python_ran, item.fd_events()) {
+                *item = match self.lock()?.core.keys().get(fd) {
+                    Some(entry) => entry.ready(py, fd, events),
+                    None => Ready::Gone,
+                };
+            }
             if let Ready::Build {
                 fd,
                 key,
@@ -238,6 +460,17 @@ impl SelectorBase {
             } = item
             {
                 let key = key.bind(py);
+                let stored_fd = key.get_item(1)?;
+                if !is_plain_int(&stored_fd) && self.kind != Kind::Select {
+                    // `fd_to_key.get(fd)` with the OS's plain int compares it with the stored
+                    // int subclass: its `__eq__` runs, and may say no. (Such entries are never
+                    // cached, so they always come this way.)
+                    python_ran = true;
+                    if !stored_fd.eq(*fd)? {
+                        *item = Ready::Gone;
+                        continue;
+                    }
+                }
                 let mask = match *mask {
                     Some(mask) => mask,
                     None => events_as_i64(&key.get_item(2)?).map(|e| (e & 3) as u8),
@@ -245,16 +478,28 @@ impl SelectorBase {
                 let masked = mask.map(|m| usize::from(*events & m));
                 let events_obj = match masked {
                     Some(m) => m.into_pyobject(py)?.into_any(),
-                    None => events.into_pyobject(py)?.bitand(key.get_item(2)?)?,
+                    None => {
+                        python_ran = true;
+                        events.into_pyobject(py)?.bitand(key.get_item(2)?)?
+                    }
                 };
                 let tuple = PyTuple::new(py, [key.as_any(), &events_obj])?.unbind();
-                built.push((*fd, key.clone().unbind(), mask, masked, tuple.clone_ref(py)));
-                *item = Ready::Cached(tuple);
+                if is_plain_int(&stored_fd) {
+                    built.push((*fd, key.clone().unbind(), mask, masked, tuple.clone_ref(py)));
+                }
+                *item = Ready::Cached {
+                    fd: *fd,
+                    events: *events,
+                    tuple,
+                };
             }
+        }
+        if python_ran {
+            ready.retain(|item| !matches!(item, Ready::Gone));
         }
         let list = new_list(py, ready.len())?;
         for (i, item) in ready.into_iter().enumerate() {
-            if let Ready::Cached(tuple) = item {
+            if let Ready::Cached { tuple, .. } = item {
                 // SAFETY: `list` has `ready.len()` empty slots and no one else has seen it;
                 // each slot is filled once, with a reference the list takes over.
                 unsafe {
@@ -267,7 +512,7 @@ impl SelectorBase {
             }
         }
         if !built.is_empty() {
-            let mut state = self.lock();
+            let mut state = self.lock()?;
             for (fd, key, mask, masked, tuple) in built.iter_mut() {
                 let Some(entry) = state.core.key_mut(*fd) else {
                     continue;
@@ -299,6 +544,7 @@ impl SelectorBase {
     fn modify_natively(
         &self,
         py: Python<'_>,
+        fileobj: &Bound<'_, PyAny>,
         fd: u64,
         events: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
@@ -308,7 +554,7 @@ impl SelectorBase {
         }
         let interest = interest_of(events)?;
         let blank = BlankKey::new(py)?;
-        let mut state = self.lock();
+        let mut state = self.lock()?;
         let Some(entry) = state.core.keys().get(fd) else {
             return Ok(None);
         };
@@ -327,14 +573,13 @@ impl SelectorBase {
             return Ok(Some(key.unbind()));
         }
         if events_changed {
-            if let Err((err, removed)) = state.core.modify_interest(fd, interest) {
+            if let Err(err) = state.core.modify_interest(fd, interest) {
                 drop(state);
-                drop(removed);
-                return Err(backend_error(err));
+                return Err(self.undo_register(fileobj, backend_error(err)));
             }
         }
         let new = blank.fill(&old_fileobj, &old_fd, events, data);
-        let old = state.core.replace_key(fd, Entry::new(new.clone_ref(py)));
+        let old = state.core.store_key(fd, Entry::new(new.clone_ref(py)));
         drop(state);
         drop(old);
         Ok(Some(new))
@@ -344,7 +589,7 @@ impl SelectorBase {
     /// (releasing it would cost more than the system call).
     fn select_now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut ready = ReadyList::new();
-        let result = self.lock().core.poll_now(&mut |fd, entry, events| {
+        let result = self.lock()?.core.poll_now(&mut |fd, entry, events| {
             ready.push(entry.ready(py, fd, events));
         });
         match result {
@@ -355,8 +600,113 @@ impl SelectorBase {
                 py.check_signals()?;
                 Ok(PyList::empty(py))
             }
-            Err(err) => Err(backend_error(err)),
+            Err(err) => Err(self.wait_error(py, err)),
         }
+    }
+
+    /// The error of a wait that could not start. A SelectSelector holding an fd `select()`
+    /// cannot take gets `select.select`'s own: it converts the readers, then the writers, in
+    /// its sets' order, and raises for the first bad one (OverflowError or ValueError), where
+    /// the backend checks in fd order. Its sets are asked for with the fds in registration
+    /// order, which is the stdlib's own sets' order while nothing was unregistered.
+    fn wait_error(&self, py: Python<'_>, err: crate::backend::Error) -> PyErr {
+        use crate::backend::Error::{FdOutOfRange, FdTooLarge};
+        if self.kind != Kind::Select || !matches!(err, FdOutOfRange | FdTooLarge) {
+            return backend_error(err);
+        }
+        let ask_stdlib = || -> PyResult<()> {
+            let mut watched = Vec::new();
+            {
+                let state = self.lock()?;
+                let AnyBackend::Select(backend) = state.core.backend() else {
+                    return Ok(());
+                };
+                for (fd, entry) in state.core.keys().iter() {
+                    watched.push((entry.field(py, 1).unbind(), backend.interest(fd)));
+                }
+            }
+            let (readers, writers) = (PySet::empty(py)?, PySet::empty(py)?);
+            for (fd_obj, interest) in &watched {
+                if interest & crate::backend::READ != 0 {
+                    readers.add(fd_obj)?;
+                }
+                if interest & crate::backend::WRITE != 0 {
+                    writers.add(fd_obj)?;
+                }
+            }
+            let select = py.import(intern!(py, "select"))?;
+            let none = PyList::empty(py);
+            select.call_method1(intern!(py, "select"), (readers, writers, none, 0))?;
+            Ok(())
+        };
+        match ask_stdlib() {
+            Err(stdlib_err) => stdlib_err,
+            Ok(()) => backend_error(err),
+        }
+    }
+
+    /// The rest of `register` once the key is in, for `events` that run Python code (or a
+    /// replaced `_selector_cls`): `events & EVENT_READ`, `events & EVENT_WRITE`, then the OS
+    /// registration. The outer error (Python code raising) leaves the key registered, as in
+    /// the stdlib; the inner one is the OS's, for the caller to undo the registration.
+    fn watch_in_order(
+        &self,
+        fd_obj: &Bound<'_, PyAny>,
+        fd: u64,
+        events: &Bound<'_, PyAny>,
+    ) -> PyResult<PyResult<()>> {
+        if self.kind == Kind::Select {
+            // `if events & EVENT_READ: self._readers.add(key.fd)`, then the same for writers:
+            // each set add hashes the fd, and what was added stays if a later step raises.
+            let mut interest = 0;
+            let mut failed = None;
+            for bit in [crate::backend::READ, crate::backend::WRITE] {
+                let step = events
+                    .bitand(i64::from(bit))
+                    .and_then(|masked| masked.is_truthy())
+                    .and_then(|set| match set {
+                        true => hash_as_dict_key(fd_obj).map(|()| bit),
+                        false => Ok(0),
+                    });
+                match step {
+                    Ok(added) => interest |= added,
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+            }
+            if interest != 0 {
+                // A select() set (or a green library's select() behind `_select`): adding
+                // cannot fail.
+                match self.poller.get() {
+                    None => self
+                        .lock()?
+                        .core
+                        .watch(fd, interest)
+                        .map_err(backend_error)?,
+                    Some(poller) => poller.register(fd_obj, interest)?,
+                }
+            }
+            return match failed {
+                Some(err) => Err(err),
+                None => Ok(Ok(())),
+            };
+        }
+        let interest = match interest_of(events) {
+            Ok(interest) => interest,
+            // KqueueSelector computes them inside its `try`: the key is taken back.
+            Err(err) if self.kind == Kind::Kqueue => return Ok(Err(err)),
+            Err(err) => return Err(err),
+        };
+        let watched = warn_if_bool_fd(fd_obj).and_then(|()| match self.poller.get() {
+            None => {
+                let result = self.lock()?.core.watch(fd, interest);
+                result.map_err(backend_error)
+            }
+            Some(poller) => poller.register(fd_obj, interest),
+        });
+        Ok(watched)
     }
 
     /// `fileno()` of the selectors with an OS handle: the epoll or kqueue fd.
@@ -364,18 +714,12 @@ impl SelectorBase {
         if let Some(poller) = self.poller.get() {
             return poller.call0(py, "fileno");
         }
-        let fd = self.lock().core.backend().fileno();
+        let fd = self.lock()?.core.backend().fileno();
         match fd {
             Some(Ok(fd)) => Ok(fd.into_pyobject(py)?.into_any().unbind()),
             Some(Err(err)) => Err(backend_error(err)),
             None => Err(pyo3::exceptions::PyAttributeError::new_err("fileno")),
         }
-    }
-
-    /// `_BaseSelectorImpl.modify`'s shortcut: a new key with new data, no system call.
-    fn replace_key(&self, fd: u64, key: Py<PyTuple>) {
-        let old = self.lock().core.replace_key(fd, Entry::new(key));
-        drop(old);
     }
 }
 
@@ -397,73 +741,71 @@ impl SelectorBase {
         let Some(fd) = fd else {
             return Err(backend_error(crate::backend::Error::FdTooLarge));
         };
-        let interest = interest_of(events)?;
-        if self.kind.is_poll_like() {
-            warn_if_bool_fd(&fd_obj)?;
-        }
         let is_bool = fd_obj.is_exact_instance_of::<PyBool>();
+        let poll_like = self.kind.is_poll_like();
+        let plain_fd = is_plain_int(&fd_obj);
+        // The stdlib's order: the key goes in the dict, then `events & EVENT_READ` and
+        // `events & EVENT_WRITE` are computed, then the OS registration is made; if that
+        // fails, `unregister(fileobj)` takes the key back. Plain ints run no Python code in
+        // between, so the key and the OS registration go in under one lock hold.
+        let native = match events_as_i64(events) {
+            Some(e) if self.poller.get().is_none() && !(is_bool && poll_like) && plain_fd => {
+                Some(e)
+            }
+            _ => None,
+        };
+        if !plain_fd {
+            // `key.fd in self._fd_to_key`, then `self._fd_to_key[key.fd] = key`.
+            hash_as_dict_key(&fd_obj)?;
+            if self.key_for(&fd_obj, Some(fd))?.is_some() {
+                return Err(Self::already_registered(fileobj, &fd_obj));
+            }
+            hash_as_dict_key(&fd_obj)?;
+        }
         let entry = Entry::new(key.clone_ref(py));
-        let result = match self.poller.get() {
-            None => self.lock().core.register(fd, interest, entry),
-            Some(poller) => {
-                let inserted = self.lock().core.insert_key(fd, entry);
-                if inserted.is_ok() {
-                    if let Err(err) = poller.register(&fd_obj, interest) {
-                        let removed = self.lock().core.remove_key(fd);
-                        drop(removed);
-                        return Err(err);
-                    }
-                }
-                inserted.map_err(RegisterError::AlreadyRegistered)
+        let mut state = self.lock()?;
+        if let Err(entry) = state.core.insert_key(fd, entry) {
+            drop(state);
+            drop(entry);
+            return Err(Self::already_registered(fileobj, &fd_obj));
+        }
+        if is_bool {
+            self.bool_fds.fetch_add(1, Ordering::Relaxed);
+        }
+        let watched = match native {
+            Some(e) => {
+                let result = state.core.watch(fd, (e & 3) as u8);
+                drop(state);
+                result.map_err(backend_error)
+            }
+            None => {
+                drop(state);
+                self.watch_in_order(&fd_obj, fd, events)?
             }
         };
-        match result {
-            Ok(()) => {
-                if is_bool {
-                    self.bool_fds.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(key)
-            }
-            Err(RegisterError::AlreadyRegistered(entry)) => {
-                drop(entry);
-                Err(PyKeyError::new_err(format!(
-                    "{} (FD {}) is already registered",
-                    fileobj.repr()?,
-                    python_format(&fd_obj)?
-                )))
-            }
-            Err(RegisterError::Backend(err, entry)) => {
-                drop(entry);
-                Err(backend_error(err))
-            }
+        match watched {
+            Ok(()) => Ok(key),
+            // SelectSelector's registration cannot fail, and has no `try` around it.
+            Err(err) => Err(self.undo_register(fileobj, err)),
         }
     }
 
     fn unregister(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
         let py = fileobj.py();
-        let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
-        let removed = fd.and_then(|fd| match self.poller.get() {
-            None => self.lock().core.unregister(fd),
-            Some(_) => self.lock().core.remove_key(fd),
-        });
+        let (fd_obj, fd) = self.lookup_in_try(fileobj, true)?;
+        let removed = match fd {
+            Some(fd) => self.pop_key(&fd_obj, fd)?,
+            None => None,
+        };
         let Some(entry) = removed else {
-            return Err(Self::not_registered(fileobj, Some(&fd_obj)));
+            return Err(Self::not_registered(fileobj, Some(Self::missing(&fd_obj))));
         };
         let fd_obj = entry.field(py, 1);
-        if fd_obj.is_exact_instance_of::<PyBool>() {
-            // One less; a count already at zero stays there rather than wrapping.
-            let mut n = self.bool_fds.load(Ordering::Relaxed);
-            while n > 0 {
-                match self.bool_fds.compare_exchange_weak(
-                    n,
-                    n - 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(now) => n = now,
-                }
-            }
+        self.forget_if_bool(&fd_obj);
+        if self.kind == Kind::Select {
+            // `self._readers.discard(key.fd)`, then the same for writers.
+            hash_as_dict_key(&fd_obj)?;
+            hash_as_dict_key(&fd_obj)?;
         }
         if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
@@ -483,18 +825,20 @@ impl SelectorBase {
     ) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let this = slf.get();
-        let (fd_obj, fd) = this.lookup_fd_object(fileobj)?;
+        let (fd_obj, fd) = this.lookup_in_try(fileobj, false)?;
         let none = py.None().into_bound(py);
         let data = data.unwrap_or(&none);
         if let (true, Some(fd)) = (this.kind.is_poll_like(), fd) {
-            if let Some(key) = this.modify_natively(py, fd, events, data)? {
+            if let Some(key) = this.modify_natively(py, fileobj, fd, events, data)? {
                 return Ok(key.into_any());
             }
         }
-        let key = this
-            .key_for(py, fd)
-            .ok_or_else(|| Self::not_registered(fileobj, Some(&fd_obj)))?;
-        let fd = fd.expect("registered fds fit in 64 bits");
+        let Some(key) = this.key_for(&fd_obj, fd)? else {
+            return Err(Self::not_registered(fileobj, Some(Self::missing(&fd_obj))));
+        };
+        let Some(fd) = fd else {
+            return Err(backend_error(crate::backend::Error::FdTooLarge));
+        };
         let key = key.into_bound(py);
         let (old_fileobj, old_fd) = (key.get_item(0)?, key.get_item(1)?);
         let (old_events, old_data) = (key.get_item(2)?, key.get_item(3)?);
@@ -509,36 +853,27 @@ impl SelectorBase {
             }
             if differs(data, &old_data)? {
                 let new = new_key(py, &old_fileobj, &old_fd, &old_events, data)?;
-                this.replace_key(fd, new.clone_ref(py));
+                this.store_key(&old_fd, fd, new.clone_ref(py))?;
                 return Ok(new.into_any());
             }
             return Ok(key.unbind().into_any());
         }
 
-        // _PollLikeSelector.modify: events are not validated, only handed to the OS.
+        // _PollLikeSelector.modify: events are not validated, only handed to the OS. Each
+        // comparison may run Python code that unregisters the fd or closes the selector;
+        // the stdlib then still goes on, and so does this.
         let mut changed = false;
         if differs(events, &old_events)? {
             let interest = interest_of(events)?;
-            if let Err(err) = warn_if_bool_fd(&old_fd) {
-                let removed = this.lock().core.remove_key(fd);
-                drop(removed);
-                return Err(err);
-            }
-            let failed = match this.poller.get() {
+            let modified = warn_if_bool_fd(&old_fd).and_then(|()| match this.poller.get() {
                 None => {
-                    let result = this.lock().core.modify_interest(fd, interest);
-                    result
-                        .err()
-                        .map(|(err, removed)| (backend_error(err), removed))
+                    let result = this.lock()?.core.modify_interest(fd, interest);
+                    result.map_err(backend_error)
                 }
-                Some(poller) => poller
-                    .modify(&old_fd, interest)
-                    .err()
-                    .map(|err| (err, this.lock().core.remove_key(fd))),
-            };
-            if let Some((err, removed)) = failed {
-                drop(removed);
-                return Err(err);
+                Some(poller) => poller.modify(&old_fd, interest),
+            });
+            if let Err(err) = modified {
+                return Err(this.undo_register(fileobj, err));
             }
             changed = true;
         }
@@ -549,7 +884,7 @@ impl SelectorBase {
             return Ok(key.unbind().into_any());
         }
         let new = new_key(py, &old_fileobj, &old_fd, events, data)?;
-        this.replace_key(fd, new.clone_ref(py));
+        this.store_key(&old_fd, fd, new.clone_ref(py))?;
         Ok(new.into_any())
     }
 
@@ -564,7 +899,7 @@ impl SelectorBase {
             // epoll.poll() and kqueue.control() report a closed handle before looking at
             // the timeout.
             ParsedTimeout::Refused(err) if matches!(self.kind, Kind::Epoll | Kind::Kqueue) => {
-                let handle = self.lock().core.backend().fileno();
+                let handle = self.lock()?.core.backend().fileno();
                 if let Some(Err(closed)) = handle {
                     return Err(backend_error(closed));
                 }
@@ -573,11 +908,11 @@ impl SelectorBase {
             ParsedTimeout::Refused(err) => return Err(err),
         };
         if let Some(poller) = self.poller.get() {
-            let max_events = self.len().max(1);
+            let max_events = self.len()?.max(1);
             let polled = poller.poll(py, self.kind, timeout, max_events)?;
             let mut ready = ReadyList::with_capacity(polled.len());
             {
-                let state = self.lock();
+                let state = self.lock()?;
                 for (fd, events) in polled {
                     if let Some(entry) = state.core.keys().get(fd) {
                         ready.push(entry.ready(py, fd, events));
@@ -594,8 +929,8 @@ impl SelectorBase {
             return self.select_now(py);
         }
         // The error becomes a Python exception only once the lock is released.
-        let begun = self.lock().core.begin_wait();
-        let mut wait = begun.map_err(backend_error)?;
+        let begun = self.lock()?.core.begin_wait();
+        let mut wait = begun.map_err(|err| self.wait_error(py, err))?;
 
         let deadline = Deadline::after(timeout);
         let mut left = timeout;
@@ -616,8 +951,13 @@ impl SelectorBase {
                     // The stdlib retries on its own handle, which the signal handler that just
                     // ran may have closed (a SIGTERM handler calling close()): the retry then
                     // fails with EBADF at once. Our wait holds the fd open, so ask.
-                    if let Some(Err(_)) = self.lock().core.backend().fileno() {
-                        break Err(os_error(&std::io::Error::from_raw_os_error(libc::EBADF)));
+                    let handle = self.lock().map(|state| state.core.backend().fileno());
+                    match handle {
+                        Ok(Some(Err(_))) => {
+                            break Err(os_error(&std::io::Error::from_raw_os_error(libc::EBADF)))
+                        }
+                        Err(err) => break Err(err),
+                        Ok(_) => {}
                     }
                 }
                 Err(err) => break Err(os_error(&err)),
@@ -626,7 +966,7 @@ impl SelectorBase {
 
         let mut ready = ReadyList::new();
         {
-            let mut state = self.lock();
+            let mut state = self.lock()?;
             if let Ok(true) = outcome {
                 let keys = state.core.keys();
                 wait.for_each_ready(&mut |fd, events| {
@@ -647,11 +987,11 @@ impl SelectorBase {
         }
         // As the stdlib: the OS handle closes, the keys go (a `__del__` they trigger still
         // sees an empty map), and only then does `get_map()` start answering None.
-        let entries = self.lock().core.close();
+        let entries = self.lock()?.core.close();
         drop(entries);
         let mapping = {
-            let mut state = self.lock();
-            state.closed = true;
+            let mut state = self.lock()?;
+            self.closed.store(true, Ordering::Relaxed);
             state.mapping.take()
         };
         drop(mapping);
@@ -659,18 +999,24 @@ impl SelectorBase {
     }
 
     fn get_key(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
-        if self.lock().closed {
+        if self.closed.load(Ordering::Relaxed) {
             return Err(PyRuntimeError::new_err("Selector is closed"));
         }
-        self.getitem(fileobj)
+        // `try: return mapping[fileobj] except KeyError: raise KeyError(...) from None`.
+        match self.getitem(fileobj) {
+            Err(err) if err.is_instance_of::<PyKeyError>(fileobj.py()) => {
+                Err(Self::not_registered(fileobj, Some(err)))
+            }
+            other => other,
+        }
     }
 
     fn get_map(slf: &Bound<'_, Self>) -> PyResult<Option<Py<PyAny>>> {
         let py = slf.py();
         let this = slf.get();
         {
-            let state = this.lock();
-            if state.closed {
+            let state = this.lock()?;
+            if this.closed.load(Ordering::Relaxed) {
                 return Ok(None);
             }
             if let Some(mapping) = &state.mapping {
@@ -679,10 +1025,10 @@ impl SelectorBase {
         }
         let cls = SELECTOR_MAPPING.get(py).expect("set at import").bind(py);
         let mapping = cls.call1((slf,))?.unbind();
-        let mut state = this.lock();
+        let mut state = this.lock()?;
         // Making the mapping may have run a `__del__` that called get_map() first: keep the
         // one stored, and free ours only once the lock is released.
-        let result = if state.closed {
+        let result = if this.closed.load(Ordering::Relaxed) {
             None
         } else {
             let stored = state.mapping.get_or_insert_with(|| mapping.clone_ref(py));
@@ -700,9 +1046,13 @@ impl SelectorBase {
     }
 
     /// `_BaseSelectorImpl._key_from_fd` (Python 3.12 and older).
-    fn _key_from_fd(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> Option<Py<PyTuple>> {
-        let fd = fd.extract::<u64>().ok();
-        self.key_for(py, fd)
+    fn _key_from_fd(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyTuple>>> {
+        // `try: return self._fd_to_key[fd] except KeyError: return None`.
+        match hash_as_dict_key(fd) {
+            Err(err) if err.is_instance_of::<PyKeyError>(py) => return Ok(None),
+            other => other?,
+        }
+        self.key_for(fd, fd.extract::<u64>().ok())
     }
 
     /// Drives `poller` (an instance of a replaced `_selector_cls`) instead of the OS.
@@ -712,7 +1062,7 @@ impl SelectorBase {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // Never wait for the lock here: visiting less only delays a collection.
-        let Ok(state) = self.state.try_lock() else {
+        let Some(state) = self.state.try_lock() else {
             return Ok(());
         };
         for (_, entry) in state.core.keys().iter() {
@@ -732,8 +1082,8 @@ impl SelectorBase {
 
     fn __clear__(&self) {
         let (entries, mapping) = match self.state.try_lock() {
-            Ok(mut state) => (state.core.close_keys(), state.mapping.take()),
-            Err(_) => return,
+            Some(mut state) => (state.core.close_keys(), state.mapping.take()),
+            None => return,
         };
         drop(entries);
         drop(mapping);
@@ -799,7 +1149,11 @@ type ReadyList = SmallVec<[Ready; 8]>;
 /// One ready fd, as found under the lock.
 enum Ready {
     /// The `(key, events)` tuple returned for the same key and events before.
-    Cached(Py<PyTuple>),
+    Cached {
+        fd: u64,
+        events: u8,
+        tuple: Py<PyTuple>,
+    },
     /// A tuple to build; `mask` is the entry's cached mask, None when not yet known.
     Build {
         fd: u64,
@@ -807,6 +1161,30 @@ enum Ready {
         events: u8,
         mask: Option<Option<u8>>,
     },
+    /// Unregistered by Python code that ran while the list was built.
+    Gone,
+}
+
+impl Ready {
+    /// The fd and the events the OS reported for it.
+    fn fd_events(&self) -> Option<(u64, u8)> {
+        match *self {
+            Ready::Cached { fd, events, .. } | Ready::Build { fd, events, .. } => {
+                Some((fd, events))
+            }
+            Ready::Gone => None,
+        }
+    }
+}
+
+/// Whether a dict holding `stored` finds it again when looked up with `fd_obj` (same hash
+/// already established): identity, else `stored == fd_obj`, which only an int subclass can
+/// make run Python code.
+fn same_dict_key(stored: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    if stored.is(fd_obj) || (is_plain_int(stored) && is_plain_int(fd_obj)) {
+        return Ok(true);
+    }
+    stored.eq(fd_obj)
 }
 
 /// A new list of `len` empty slots, for the caller to fill before anyone else sees it.
