@@ -30,6 +30,8 @@ SUITES = [
     "tests/test_diff_objects.py",
     "tests/test_stdlib_names.py",
     "tests/test_diff_concurrency.py",
+    "tests/test_diff_reentrant.py",
+    "tests/test_diff_timeout_errors.py",
     "tests/test_cpython_selectors.py",
     "tests/test_runner.py",
     "tests/test_asyncio_api.py",

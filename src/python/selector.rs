@@ -276,21 +276,16 @@ impl SelectorBase {
     pub(super) fn getitem(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
         let py = fileobj.py();
         let found = self.lookup_fd_object(fileobj);
-        if let Ok((fd_obj, fd)) = &found {
-            // A plain int runs no Python code in the dict lookup, in any version.
-            if is_plain_int(fd_obj) {
-                if let Some(key) = self.key_for(fd_obj, *fd)? {
-                    return Ok(key);
-                }
-            }
-        }
         let before_3_13 = !python_3_13(py);
-        let (fd_obj, fd) = if before_3_13 {
-            self.in_try(fileobj, found, false)?
-        } else {
-            let (fd_obj, fd) = found?;
-            hash_as_dict_key(&fd_obj)?;
-            (fd_obj, fd)
+        let (fd_obj, fd) = match found {
+            // A plain int's hash runs no Python code, in any version.
+            Ok((fd_obj, fd)) if is_plain_int(&fd_obj) => (fd_obj, fd),
+            found if before_3_13 => self.in_try(fileobj, found, false)?,
+            found => {
+                let (fd_obj, fd) = found?;
+                hash_as_dict_key(&fd_obj)?;
+                (fd_obj, fd)
+            }
         };
         self.key_for(&fd_obj, fd)?.ok_or_else(|| {
             let handled = before_3_13.then(|| Self::missing(&fd_obj));
