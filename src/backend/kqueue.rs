@@ -1,5 +1,6 @@
 //! BSD and macOS `kqueue`, as `select.kqueue` drives it for `KqueueSelector`: one read and
-//! one write filter per fd, and as many events per wait as there are filters.
+//! one write filter per fd, and as many events per wait as there are filters. On Linux with
+//! the `libkqueue` feature the same code runs on libkqueue.
 
 use std::collections::HashMap;
 use std::io;
@@ -9,10 +10,60 @@ use super::handle::{Lent, OsHandle};
 use super::{Backend, Result, Wait, READ, WRITE};
 use crate::sys::{syscall, to_raw_fd};
 use crate::timeout::Timeout;
+use ffi::{kevent, EVFILT_READ, EVFILT_WRITE, EV_ADD, EV_DELETE};
+
+/// The kqueue API: the C library's on the BSDs and macOS, libkqueue's on Linux. The casts are
+/// no-ops on FreeBSD and macOS but not on NetBSD, whose libc types differ.
+#[allow(clippy::unnecessary_cast)]
+mod ffi {
+    #[cfg(not(libkqueue))]
+    pub use libc::{kevent, kqueue};
+    #[cfg(not(libkqueue))]
+    pub const EVFILT_READ: i16 = libc::EVFILT_READ as i16;
+    #[cfg(not(libkqueue))]
+    pub const EVFILT_WRITE: i16 = libc::EVFILT_WRITE as i16;
+    #[cfg(not(libkqueue))]
+    pub const EV_ADD: u16 = libc::EV_ADD as u16;
+    #[cfg(not(libkqueue))]
+    pub const EV_DELETE: u16 = libc::EV_DELETE as u16;
+
+    /// libkqueue's `<kqueue/sys/event.h>`: the classic BSD `struct kevent`.
+    #[cfg(libkqueue)]
+    #[allow(non_camel_case_types)]
+    #[repr(C)]
+    pub struct kevent {
+        pub ident: libc::uintptr_t,
+        pub filter: libc::c_short,
+        pub flags: libc::c_ushort,
+        pub fflags: libc::c_uint,
+        pub data: libc::intptr_t,
+        pub udata: *mut libc::c_void,
+    }
+    #[cfg(libkqueue)]
+    extern "C" {
+        pub fn kqueue() -> libc::c_int;
+        pub fn kevent(
+            kq: libc::c_int,
+            changelist: *const kevent,
+            nchanges: libc::c_int,
+            eventlist: *mut kevent,
+            nevents: libc::c_int,
+            timeout: *const libc::timespec,
+        ) -> libc::c_int;
+    }
+    #[cfg(libkqueue)]
+    pub const EVFILT_READ: i16 = -1;
+    #[cfg(libkqueue)]
+    pub const EVFILT_WRITE: i16 = -2;
+    #[cfg(libkqueue)]
+    pub const EV_ADD: u16 = 0x0001;
+    #[cfg(libkqueue)]
+    pub const EV_DELETE: u16 = 0x0002;
+}
 
 /// An event buffer. A `kevent` carries a `udata` pointer, which makes it `!Send`; we never set
 /// or read that pointer, so the buffer can move to the waiting thread.
-struct Events(Vec<libc::kevent>);
+struct Events(Vec<kevent>);
 
 // SAFETY: the only pointer in a kevent is `udata`, which this module leaves null and never
 // dereferences.
@@ -28,9 +79,9 @@ pub struct Kqueue {
     filters: usize,
 }
 
-fn kevent_for(fd: RawFd, filter: i16, flags: u16) -> libc::kevent {
+fn kevent_for(fd: RawFd, filter: i16, flags: u16) -> kevent {
     // SAFETY: kevent is a plain C struct for which all-zero bytes (null udata) are valid.
-    let mut event: libc::kevent = unsafe { std::mem::zeroed() };
+    let mut event: kevent = unsafe { std::mem::zeroed() };
     event.ident = fd as libc::uintptr_t;
     event.filter = filter as _;
     event.flags = flags as _;
@@ -39,7 +90,7 @@ fn kevent_for(fd: RawFd, filter: i16, flags: u16) -> libc::kevent {
 
 impl Kqueue {
     pub fn new() -> io::Result<Self> {
-        let fd = syscall!(kqueue())?;
+        let fd = syscall!(ffi::kqueue())?;
         // SAFETY: kqueue just returned this fd and nothing else owns it.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
         // Like select.kqueue(), keep it out of child processes.
@@ -60,22 +111,19 @@ impl Kqueue {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        syscall!(kevent(kq, &change, 1, std::ptr::null_mut(), 0, &no_wait))?;
+        syscall!(ffi::kevent(
+            kq,
+            &change,
+            1,
+            std::ptr::null_mut(),
+            0,
+            &no_wait
+        ))?;
         Ok(())
     }
 }
 
-// The casts are no-ops on FreeBSD and macOS but not on NetBSD, whose libc types differ.
-#[allow(clippy::unnecessary_cast)]
-const FILTERS: [(u8, i16); 2] = [
-    (READ, libc::EVFILT_READ as i16),
-    (WRITE, libc::EVFILT_WRITE as i16),
-];
-
-#[allow(clippy::unnecessary_cast)]
-const EV_ADD: u16 = libc::EV_ADD as u16;
-#[allow(clippy::unnecessary_cast)]
-const EV_DELETE: u16 = libc::EV_DELETE as u16;
+const FILTERS: [(u8, i16); 2] = [(READ, EVFILT_READ), (WRITE, EVFILT_WRITE)];
 
 impl Backend for Kqueue {
     type Wait = KqueueWait;
@@ -161,7 +209,7 @@ impl Wait for KqueueWait {
         let ts_ptr = ts
             .as_ref()
             .map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
-        let n = syscall!(kevent(
+        let n = syscall!(ffi::kevent(
             self.kq.fd.as_raw_fd(),
             std::ptr::null(),
             0,
