@@ -55,7 +55,35 @@ def pytest_collection_modifyitems(config, items):
 # Registers the Hypothesis profiles ("reliability-ci", "long"): --hypothesis-profile=long works.
 import reliability_support  # noqa: E402,F401
 
-KINDS = ("Epoll", "Poll", "Select")
+def _kinds_of(module):
+    return tuple(k for k in ("Epoll", "Kqueue", "Poll", "Select") if hasattr(module, k + "Selector"))
+
+
+def _build_kinds():
+    """The selector kinds this build of rselectors has: Kqueue too on a Linux build with the
+    `libkqueue` feature. Without rselectors, the default three (the tests then error)."""
+    try:
+        import rselectors
+    except ImportError:
+        return ("Epoll", "Poll", "Select")
+    return _kinds_of(rselectors)
+
+
+KINDS = _build_kinds()
+# What the running interpreter's selectors has: no KqueueSelector on Linux (no select.kqueue).
+STDLIB_KINDS = _kinds_of(__import__("selectors"))
+NO_STDLIB_REFERENCE = "stdlib has no %sSelector on Linux (no select.kqueue): no reference to compare with"
+
+
+def selector_class(module, kind):
+    """`module.<kind>Selector`; a test of the stdlib's class skips, saying why, where the stdlib
+    has none (KqueueSelector on Linux, where only a libkqueue build of rselectors has one)."""
+    cls = getattr(module, kind + "Selector", None)
+    if cls is None and module.__name__ == "selectors" and kind not in STDLIB_KINDS:
+        pytest.skip(NO_STDLIB_REFERENCE % kind)
+    if cls is None:
+        raise AttributeError("%s has no %sSelector" % (module.__name__, kind))
+    return cls
 KEY_FIELDS = ("fileobj", "fd", "events", "data")
 
 
@@ -317,6 +345,8 @@ def compare_sides(ref, new, ref_name="stdlib", new_name="rselectors"):
 
 def run_differential(scenario, kind):
     """Run scenario(side) on the stdlib then on rselectors; compare the records."""
+    if kind not in STDLIB_KINDS:
+        pytest.skip(NO_STDLIB_REFERENCE % kind)
     runs = []
     for name, mod in module_pairs():
         side = Side(name, mod, kind)
@@ -342,7 +372,8 @@ def run_differential(scenario, kind):
 
 @pytest.fixture(params=KINDS)
 def kind(request):
-    """Selector kind: "Epoll", "Poll" or "Select" (test ids use these names)."""
+    """Selector kind: "Epoll", "Poll", "Select", and "Kqueue" on a libkqueue build (test ids
+    use these names)."""
     return request.param
 
 
@@ -375,10 +406,7 @@ def stdlib_selectors():
 @pytest.fixture
 def classes(kind):
     """(stdlib class, rselectors class) for the current kind."""
-    return (
-        getattr(_stdlib(), kind + "Selector"),
-        getattr(_rselectors(), kind + "Selector"),
-    )
+    return (selector_class(_stdlib(), kind), selector_class(_rselectors(), kind))
 
 
 @pytest.fixture(params=["stdlib", "rselectors"])

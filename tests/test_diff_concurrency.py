@@ -11,12 +11,13 @@ import time
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import selector_class
 
 R, W, RW = 1, 2, 3
 
 
 def _cls(module, kind):
-    return getattr(module, kind + "Selector")
+    return selector_class(module, kind)
 
 
 class BgThread:
