@@ -10,7 +10,7 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use super::event_queue::{EventQueue, Mechanism};
 use super::handle::OsHandle;
 use super::{Result, READ, WRITE};
-use crate::sys::{syscall, to_raw_fd};
+use crate::sys::syscall;
 use crate::timeout::Timeout;
 use ffi::{kevent, EVFILT_READ, EVFILT_WRITE, EV_ADD, EV_DELETE};
 
@@ -85,7 +85,9 @@ pub struct KqueueFilters {
     filters: usize,
 }
 
-fn kevent_for(fd: RawFd, filter: i16, flags: u16) -> kevent {
+/// A change for `fd`. Its ident is a `uintptr_t`, so any fd number that fits goes to the
+/// kernel, which refuses one that is not open, as `select.kevent(fd)` does.
+fn kevent_for(fd: u64, filter: i16, flags: u16) -> kevent {
     // SAFETY: kevent is a plain C struct for which all-zero bytes (null udata) are valid.
     let mut event: kevent = unsafe { std::mem::zeroed() };
     event.ident = fd as libc::uintptr_t;
@@ -110,7 +112,7 @@ impl Kqueue {
 }
 
 /// `kq.control([kevent(fd, filter, flags)], 0, 0)`.
-fn change(kqueue: &OsHandle, fd: RawFd, filter: i16, flags: u16) -> Result<()> {
+fn change(kqueue: &OsHandle, fd: u64, filter: i16, flags: u16) -> Result<()> {
     let kq = kqueue.raw()?;
     let change = kevent_for(fd, filter, flags);
     let no_wait = libc::timespec {
@@ -137,11 +139,10 @@ impl Mechanism for KqueueFilters {
     /// Adds the read filter, then the write filter. As in the stdlib, a failure on the
     /// second leaves the first in place (and counted).
     fn add(&mut self, kqueue: &OsHandle, fd: u64, interest: u8) -> Result<()> {
-        let raw = to_raw_fd(fd)?;
         kqueue.raw()?;
         for (bit, filter) in FILTERS {
             if interest & bit != 0 {
-                change(kqueue, raw, filter, EV_ADD)?;
+                change(kqueue, fd, filter, EV_ADD)?;
                 self.filters += 1;
             }
         }
@@ -158,11 +159,10 @@ impl Mechanism for KqueueFilters {
     /// already (the fd was closed), which is not an error here.
     fn remove(&mut self, kqueue: &OsHandle, fd: u64) -> Result<()> {
         let interest = self.interest.remove(&fd).unwrap_or(0);
-        let raw = to_raw_fd(fd)?;
         for (bit, filter) in FILTERS {
             if interest & bit != 0 {
                 self.filters = self.filters.saturating_sub(1);
-                let _ = change(kqueue, raw, filter, EV_DELETE);
+                let _ = change(kqueue, fd, filter, EV_DELETE);
             }
         }
         Ok(())
