@@ -7,8 +7,10 @@ kernel's kqueue is the reference, are tested natively by .github/workflows/wheel
 """
 
 import errno
+import os
 import resource
 import socket
+import time
 
 import pytest
 
@@ -88,3 +90,25 @@ def test_a_fd_ready_both_ways_is_reported_once_per_filter():
     finally:
         a.close()
         b.close()
+
+
+def _open_fds():
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_each_kqueue_is_three_fds_released_by_a_helper_thread():
+    """A kernel kqueue is one fd. libkqueue's is three (its own, an epoll fd and an eventfd);
+    its monitor thread frees the other two shortly after close(), not in close() itself."""
+    with rselectors.KqueueSelector():
+        pass
+    time.sleep(0.05)
+    before = _open_fds()
+    sel = rselectors.KqueueSelector()
+    assert len(_open_fds() - before) == 3
+    sel.close()
+    for _ in range(500):  # bounded: 1 s
+        if _open_fds() <= before:
+            break
+        time.sleep(0.002)
+    assert _open_fds() <= before
+
