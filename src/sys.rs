@@ -2,12 +2,16 @@
 
 use std::io;
 
-/// Calls a libc function and turns a `-1` return into the thread's `errno`.
+/// Calls a libc function (or `module::function` of another C library) and turns a `-1`
+/// return into the thread's `errno`.
 macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {
+        $crate::sys::syscall!(libc::$fn($($arg),*))
+    };
+    ($module:ident :: $fn:ident ( $($arg:expr),* $(,)? )) => {{
         #[allow(unused_unsafe)]
         // SAFETY: the caller passes arguments valid for this system call.
-        let res = unsafe { libc::$fn($($arg),*) };
+        let res = unsafe { $module::$fn($($arg),*) };
         if res == -1 {
             Err(std::io::Error::last_os_error())
         } else {

@@ -31,6 +31,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 
 import pytest
 
@@ -55,7 +56,87 @@ def pytest_collection_modifyitems(config, items):
 # Registers the Hypothesis profiles ("reliability-ci", "long"): --hypothesis-profile=long works.
 import reliability_support  # noqa: E402,F401
 
-KINDS = ("Epoll", "Poll", "Select")
+def _kinds_of(module):
+    return tuple(k for k in ("Epoll", "Kqueue", "Poll", "Select") if hasattr(module, k + "Selector"))
+
+
+def _build_kinds():
+    """The selector kinds this build of rselectors has: Kqueue too on a Linux build with the
+    `libkqueue` feature. Without rselectors, the default three (the tests then error)."""
+    try:
+        import rselectors
+    except ImportError:
+        return ("Epoll", "Poll", "Select")
+    return _kinds_of(rselectors)
+
+
+KINDS = _build_kinds()
+# What the running interpreter's selectors has: no KqueueSelector on Linux (no select.kqueue).
+STDLIB_KINDS = _kinds_of(__import__("selectors"))
+NO_STDLIB_REFERENCE = "stdlib has no %sSelector on Linux (no select.kqueue): no reference to compare with"
+
+
+def _on_libkqueue():
+    try:
+        import rselectors
+    except ImportError:
+        return False
+    return getattr(rselectors._rselectors, "_ON_LIBKQUEUE", False)
+
+
+def stdlib_for(kind):
+    """The stdlib module to compare `kind` with: the running interpreter's selectors or, for
+    Kqueue on a libkqueue build, its Lib/selectors.py run on a select.kqueue over libkqueue
+    (tests/kqueue_reference.py). A kind with neither skips the test, saying why."""
+    stdlib = _stdlib()
+    if kind in STDLIB_KINDS:
+        return stdlib
+    if kind == "Kqueue" and _on_libkqueue():
+        import kqueue_reference
+
+        return kqueue_reference.stdlib_selectors()
+    pytest.skip(NO_STDLIB_REFERENCE % kind)
+
+
+def selector_class(module, kind):
+    """`module.<kind>Selector`; for the stdlib's class, that of `stdlib_for(kind)`."""
+    if module.__name__ == "selectors" and kind not in STDLIB_KINDS:
+        module = stdlib_for(kind)
+    return getattr(module, kind + "Selector")
+
+
+LIBKQUEUE_STALE_FD_REUSE = (
+    "libkqueue: registering an fd number whose earlier registration was left behind (the fd "
+    "closed while registered) sometimes adds nothing, or fails, where a BSD kernel dropped the "
+    "stale filters at close(); intermittent, so these comparisons would flake "
+    "(README \"KqueueSelector on libkqueue\")")
+
+
+def skip_stale_fd_reuse_on_libkqueue(kind):
+    """For a scenario that reuses the number of an fd closed while registered."""
+    if kind == "Kqueue" and _on_libkqueue():
+        pytest.skip(LIBKQUEUE_STALE_FD_REUSE)
+
+
+def _fd_set():
+    return frozenset(os.listdir("/proc/self/fd"))
+
+
+def settle_libkqueue_fds(before=None, limit=1.0):
+    """libkqueue frees a closed kqueue's own fds (two of its three) from its monitor thread a
+    moment after close() (README "KqueueSelector on libkqueue"). Wait, boundedly, until the fds
+    opened since `before` are gone, or (without `before`) until the set stops changing, so
+    that the two sides of a comparison see the same fd numbers."""
+    deadline = time.monotonic() + limit
+    last = _fd_set()
+    while time.monotonic() < deadline:
+        time.sleep(0.002)
+        now = _fd_set()
+        if (before is not None and now <= before) or (before is None and now == last):
+            return
+        last = now
+
+
 KEY_FIELDS = ("fileobj", "fd", "events", "data")
 
 
@@ -72,9 +153,10 @@ def _stdlib():
     return selectors
 
 
-def module_pairs():
-    """[("stdlib", selectors), ("rselectors", rselectors)]"""
-    return [("stdlib", _stdlib()), ("rselectors", _rselectors())]
+def module_pairs(kind=None):
+    """[("stdlib", selectors), ("rselectors", rselectors)]; the stdlib's as `stdlib_for(kind)`."""
+    stdlib = _stdlib() if kind is None else stdlib_for(kind)
+    return [("stdlib", stdlib), ("rselectors", _rselectors())]
 
 
 def is_selector_key(value):
@@ -275,7 +357,8 @@ def exc_chain(exc):
 
 def _type_name(t):
     mod = t.__module__
-    if mod in ("builtins", "selectors", "rselectors") or mod.startswith("rselectors."):
+    if mod in ("builtins", "selectors", "rselectors", "selectors_on_libkqueue") or \
+            mod.startswith("rselectors."):
         return t.__qualname__
     return "%s.%s" % (mod, t.__qualname__)
 
@@ -318,7 +401,11 @@ def compare_sides(ref, new, ref_name="stdlib", new_name="rselectors"):
 def run_differential(scenario, kind):
     """Run scenario(side) on the stdlib then on rselectors; compare the records."""
     runs = []
-    for name, mod in module_pairs():
+    kqueue = kind == "Kqueue" and _on_libkqueue()
+    if kqueue:
+        settle_libkqueue_fds()
+    before = _fd_set()
+    for name, mod in module_pairs(kind):
         side = Side(name, mod, kind)
         try:
             scenario(side)
@@ -330,6 +417,8 @@ def run_differential(scenario, kind):
             side.records.append(("<scenario aborted>", side.canon_exc(exc)))
         finally:
             side.close()
+            if kqueue:
+                settle_libkqueue_fds(before)
         runs.append(side.records)
     compare_sides(runs[0], runs[1])
     return runs[0]
@@ -342,7 +431,8 @@ def run_differential(scenario, kind):
 
 @pytest.fixture(params=KINDS)
 def kind(request):
-    """Selector kind: "Epoll", "Poll" or "Select" (test ids use these names)."""
+    """Selector kind: "Epoll", "Poll", "Select", and "Kqueue" on a libkqueue build (test ids
+    use these names)."""
     return request.param
 
 
@@ -375,16 +465,15 @@ def stdlib_selectors():
 @pytest.fixture
 def classes(kind):
     """(stdlib class, rselectors class) for the current kind."""
-    return (
-        getattr(_stdlib(), kind + "Selector"),
-        getattr(_rselectors(), kind + "Selector"),
-    )
+    return (selector_class(_stdlib(), kind), selector_class(_rselectors(), kind))
 
 
 @pytest.fixture(params=["stdlib", "rselectors"])
 def module(request):
-    """Parametrize a test over both modules (for timing/threads/signals tests)."""
-    return dict(module_pairs())[request.param]
+    """Parametrize a test over both modules (for timing/threads/signals tests); in a test of
+    one `kind`, the stdlib is `stdlib_for(kind)`."""
+    kind = request.getfixturevalue("kind") if "kind" in request.fixturenames else None
+    return dict(module_pairs(kind))[request.param]
 
 
 @pytest.fixture

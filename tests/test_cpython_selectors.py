@@ -27,9 +27,21 @@ TIMEOUT = 300
 KNOWN_EXCLUSIONS = {}
 IMPLS = ("stdlib", "rselectors")
 
+# Where libkqueue (KqueueSelector on Linux, the `libkqueue` feature) differs from a BSD kernel,
+# CPython's KqueueSelectorTestCase fails; README "KqueueSelector on libkqueue" has each.
+# test id -> the line its failure must end with.
+LIBKQUEUE_DIFFERENCES = {
+    # A change on a closed fd fails with EFAULT (14), where the BSD kernels say EBADF (9).
+    "test.test_selectors.KqueueSelectorTestCase.test_register_bad_fd":
+        "AssertionError: 14 != 9",
+    # One kevent() call reports at most 512 events (libkqueue's MAX_KEVENT).
+    "test.test_selectors.KqueueSelectorTestCase.test_above_fd_setsize":
+        "AssertionError: %d != 512",
+}
 
-def _run_driver(impl):
-    cmd = [sys.executable, str(DRIVER), "-q"]
+
+def _run_driver(impl, *extra):
+    cmd = [sys.executable, str(DRIVER), "-q", *extra]
     if impl == "stdlib":
         cmd.append("--stdlib")
     env = dict(os.environ)
@@ -156,3 +168,41 @@ def test_known_exclusions_are_current(results):
              if ours["tests"].get(t, {}).get("outcome") == "passed"]
     for test_id in fixed:
         print("note: excluded test now passes on rselectors: %s" % test_id)
+
+
+def test_kqueue_selector_test_case():
+    """KqueueSelectorTestCase on rselectors' KqueueSelector: natively on macOS and the BSDs (where
+    the tests above also compare it with the stdlib's), on libkqueue on Linux, where the stdlib
+    has no KqueueSelector and the documented libkqueue differences are the only failures."""
+    import rselectors
+
+    if not hasattr(rselectors, "KqueueSelector"):
+        pytest.skip("this build has no KqueueSelector: on Linux it needs the libkqueue feature "
+                    "(README \"KqueueSelector on libkqueue\")")
+    on_libkqueue = rselectors._rselectors._ON_LIBKQUEUE
+    summary = _run_driver("rselectors", "-k", "KqueueSelectorTestCase")
+    report = _format(summary)
+    assert "error" not in summary and summary["setup_ok"], report
+    tests = summary["tests"]
+    assert len(tests) >= 20, report
+    nfds = None
+    problems = []
+    for test_id, v in sorted(tests.items()):
+        expected = LIBKQUEUE_DIFFERENCES.get(test_id) if on_libkqueue else None
+        if expected is None:
+            # Skips are the suite's own (e.g. test_modify_unregister is for poll-like classes).
+            if v["outcome"] not in ("passed", "skipped"):
+                problems.append("%s: %s" % (test_id, v["outcome"]))
+            continue
+        last = (v.get("detail") or "").strip().splitlines()[-1:] or [""]
+        if "%d" in expected:
+            # test_above_fd_setsize: NUM_FDS // 2 fds were ready, 512 were reported.
+            got = last[0].split()
+            nfds = int(got[1]) if len(got) == 4 and got[1].isdigit() else None
+            expected = expected % (nfds or -1)
+        if v["outcome"] != "failed" or last[0] != expected:
+            problems.append("%s: a libkqueue difference no longer seen as documented "
+                            "(expected %r, got %s %r)" % (test_id, expected, v["outcome"], last[0]))
+    assert not problems, "\n".join(problems) + "\n\n" + report
+    if on_libkqueue:
+        assert nfds is not None and nfds > 512, report

@@ -11,6 +11,7 @@ import weakref
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import selector_class
 
 from test_differential import Data, rec_map, rec_select
 
@@ -27,7 +28,7 @@ R, W, RW = 1, 2, 3
 
 
 def _cls(module, kind):
-    return getattr(module, kind + "Selector")
+    return selector_class(module, kind)
 
 
 # ---------------------------------------------------------------------------

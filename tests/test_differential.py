@@ -23,6 +23,7 @@ from fractions import Fraction
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import skip_stale_fd_reuse_on_libkqueue
 
 R = 1  # EVENT_READ
 W = 2  # EVENT_WRITE
@@ -753,8 +754,9 @@ def test_unregister_after_close(differ):
     differ(scenario)
 
 
-def test_unregister_after_fd_reuse(differ):
+def test_unregister_after_fd_reuse(differ, kind):
     """The old (closed) object still unregisters; a new socket on the same fd is independent."""
+    skip_stale_fd_reuse_on_libkqueue(kind)
 
     def scenario(side):
         sel = side.selector()
@@ -987,8 +989,9 @@ def test_modify_after_close_syscall(differ, new_events):
     differ(scenario)
 
 
-def test_modify_after_fd_reuse_enoent(differ):
+def test_modify_after_fd_reuse_enoent(differ, kind):
     """Epoll: the fd number now names an unregistered file -> EPOLL_CTL_MOD fails ENOENT."""
+    skip_stale_fd_reuse_on_libkqueue(kind)
 
     def scenario(side):
         sel = side.selector()

@@ -24,6 +24,7 @@ from fractions import Fraction
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import KINDS, selector_class
 
 R, W, RW = 1, 2, 3
 
@@ -471,7 +472,7 @@ def _ready(side, sel):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 @FUZZ
 @given(events=ANY, events2=ANY)
 def test_fuzz_events(kind, events, events2):
@@ -489,7 +490,7 @@ def test_fuzz_events(kind, events, events2):
     run_differential(scenario, kind)
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 @FUZZ
 @given(timeout=ANY)
 def test_fuzz_timeout_with_ready_fd(kind, timeout):
@@ -504,7 +505,7 @@ def test_fuzz_timeout_with_ready_fd(kind, timeout):
     run_differential(scenario, kind)
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 @FUZZ
 @given(fd=ANY, data=ANY)
 def test_fuzz_fileobj_and_data(kind, fd, data):
@@ -553,7 +554,7 @@ def test_select_returns_fresh_lists_of_equal_results(differ):
 # events value and hands the same tuple out again while the key is unchanged; the stdlib
 # builds new ones on every call. Tuples are immutable, so only `is` can tell.
 def test_select_reuses_result_tuples_while_the_key_is_unchanged(rselectors, kind):
-    sel = getattr(rselectors, kind + "Selector")()
+    sel = selector_class(rselectors, kind)()
     a, b = socket.socketpair()
     try:
         sel.register(a, W, "a")

@@ -35,6 +35,7 @@ import socket
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import selector_class
 
 R, W = 1, 2
 
@@ -186,7 +187,7 @@ def test_child_unregister_through_inherited_selector_removes_parents_interest(mo
 @pytest.mark.parametrize("kind", ["Poll", "Select"])
 def test_fork_poll_and_select_are_independent(module, kind):
     """Poll and Select have no kernel object: after fork each process's selector is its own."""
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = socket.socketpair()
     c, d = socket.socketpair()
     try:

@@ -20,6 +20,7 @@ import weakref
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import KINDS, selector_class
 
 R, W, RW = 1, 2, 3
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,9 +50,9 @@ def _counts(*objs):
     return [sys.getrefcount(o) for o in objs]
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_refcounts_after_unregister(module, kind):
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = _pair()
     data, data2, ev = Data(), Data(), Events(3)
     try:
@@ -76,9 +77,9 @@ def test_refcounts_after_unregister(module, kind):
         b.close()
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_refcounts_after_close_and_weakrefs_die(module, kind):
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = _pair()
     data = Data()
     before = _counts(a, data)
@@ -97,12 +98,12 @@ def test_refcounts_after_close_and_weakrefs_die(module, kind):
     assert wa() is None and wd() is None and ws() is None
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_unclosed_selector_with_registrations_is_freed(module, kind):
     """Dropping a selector that still holds keys (never closed) frees them all."""
     a, b = _pair()
     data = Data()
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     sel.register(a, R, data)
     sel.get_map()
     wd, ws = weakref.ref(data), weakref.ref(sel)
@@ -115,9 +116,9 @@ def test_unclosed_selector_with_registrations_is_freed(module, kind):
         b.close()
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_refcounts_after_failing_calls(module, kind):
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = _pair()
     c, d = _pair()
     data, ev_bad, t_bad = Data(), Events(4), Data()

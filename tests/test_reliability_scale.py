@@ -19,6 +19,7 @@ import sys
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import KINDS, selector_class
 from reliability_support import run_python
 
 TARGET_FDS = 65000
@@ -137,12 +138,12 @@ def test_select_selector_beyond_fd_setsize_like_stdlib():
     assert outs["rselectors"] == outs["selectors"]
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("timeout", [0.05, 0.2])
 def test_zero_fds_blocks_for_the_timeout(kind, timeout):
     import time
 
-    sel = getattr(rselectors, kind + "Selector")()
+    sel = selector_class(rselectors, kind)()
     try:
         t0 = time.monotonic()
         assert sel.select(timeout) == []

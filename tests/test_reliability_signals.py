@@ -21,6 +21,7 @@ import time
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import KINDS, selector_class
 
 R = 1
 LATE = 0.25  # "never much late": at most this many seconds past the timeout
@@ -60,7 +61,7 @@ def _kill_later(delay, signum, repeat=1, interval=0.0):
     return stop, t
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGALRM"])
 @pytest.mark.parametrize("timeout", [5, None], ids=["t5", "tNone"])
 @pytest.mark.parametrize("registered", [True, False], ids=["idle-fd", "empty"])
@@ -71,7 +72,7 @@ def test_raising_handler_propagates_promptly(module, kind, sig, timeout, registe
         raise Boom(sig)
 
     handlers(signum, handler)
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = socket.socketpair()
     if registered:
         sel.register(a, R, "a")
@@ -91,10 +92,10 @@ def test_raising_handler_propagates_promptly(module, kind, sig, timeout, registe
         b.close()
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_default_sigint_handler_raises_keyboardinterrupt(module, kind, handlers):
     handlers(signal.SIGINT, signal.default_int_handler)
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     stop, t = _kill_later(0.05, signal.SIGINT)
     try:
         t0 = time.monotonic()
@@ -107,7 +108,7 @@ def test_default_sigint_handler_raises_keyboardinterrupt(module, kind, handlers)
         sel.close()
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGALRM"])
 @pytest.mark.parametrize("registered", [True, False], ids=["idle-fd", "empty"])
 def test_benign_handler_keeps_timeout(module, kind, sig, registered, handlers):
@@ -116,7 +117,7 @@ def test_benign_handler_keeps_timeout(module, kind, sig, registered, handlers):
     signum = getattr(signal, sig)
     hits = []
     handlers(signum, lambda s, f: hits.append(s))
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = socket.socketpair()
     if registered:
         sel.register(a, R, "a")
@@ -137,7 +138,7 @@ def test_benign_handler_keeps_timeout(module, kind, sig, registered, handlers):
     assert len(hits) >= 3
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_signal_storm_timeout_still_expires(module, kind, handlers):
     """SIGALRM every millisecond during select(0.25): the remaining time must shrink with
     every retry; the call returns [] in [0.25, 0.25 + LATE]."""
@@ -147,7 +148,7 @@ def test_signal_storm_timeout_still_expires(module, kind, handlers):
         hits[0] += 1
 
     handlers(signal.SIGALRM, handler)
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = socket.socketpair()
     sel.register(a, R, "a")
     try:
@@ -166,7 +167,7 @@ def test_signal_storm_timeout_still_expires(module, kind, handlers):
     assert hits[0] >= 20
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_handler_makes_fd_ready_during_storm(module, kind, handlers):
     """The 10th signal of a storm makes the fd ready: reported at once, with its key."""
     a, b = socket.socketpair()
@@ -178,7 +179,7 @@ def test_handler_makes_fd_ready_during_storm(module, kind, handlers):
             b.send(b"x")
 
     handlers(signal.SIGALRM, handler)
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     key = sel.register(a, R, "a")
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
@@ -252,7 +253,7 @@ def test_ctrl_c_reaches_program_through_runner(cls):
     assert frames(rs[2]) == std_frames, rs[2]
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_signals_while_worker_thread_selects(module, kind, handlers):
     """A worker thread in select(0.3) while a storm of SIGALRM hits the process (the kernel
     may deliver it to the worker, interrupting its wait; the handler itself only runs in the
@@ -268,7 +269,7 @@ def test_signals_while_worker_thread_selects(module, kind, handlers):
             raise Boom("main")
 
     handlers(signal.SIGALRM, handler)
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = socket.socketpair()
     sel.register(a, R, "a")
     out = {}

@@ -22,6 +22,7 @@ import time
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
+from conftest import KINDS, selector_class
 from reliability_support import join_all
 
 R, W, RW = 1, 2, 3
@@ -126,10 +127,10 @@ class SelectLoop(threading.Thread):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_thread_stress(module, kind):
     seconds = STRESS_SECONDS if module.__name__ == "rselectors" else STRESS_SECONDS / 3
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     pairs = []
     try:
         for _ in range(MUTATORS * PAIRS_PER_MUTATOR):
@@ -183,12 +184,12 @@ def test_thread_stress(module, kind):
             b.close()
 
 
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_close_while_threads_blocked(module, kind):
     """Two threads blocked in select(5) on an idle fd; a third closes the selector; the
     fd is then made ready: the blocked threads return (or raise the stdlib's exception)
     within a bound, and close() itself returns promptly."""
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     a, b = socket.socketpair()
     try:
         sel.register(a, R, "a")
@@ -287,7 +288,7 @@ def _closed_outcomes(module, kind):
     a, b = socket.socketpair()
     try:
         for setup in ("registered", "unregistered"):
-            sel = getattr(std, kind + "Selector")()
+            sel = selector_class(std, kind)()
             if setup == "registered":
                 sel.register(a, R, "x")
             sel.close()
@@ -305,13 +306,13 @@ def _closed_outcomes(module, kind):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_close_during_stress(module, kind):
     """Mutators and selector loops keep going while a third party closes the selector: every
     exception afterwards is one the stdlib raises for that operation on a closed selector
     (or, for Poll, the concurrent-poll RuntimeError), nothing deadlocks, and get_map() is
     None at the end."""
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     pairs = []
     errors = []
     stop = threading.Event()
@@ -390,13 +391,13 @@ def test_close_during_stress(module, kind):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["Epoll", "Poll", "Select"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_map_iteration_while_other_threads_mutate(module, kind):
     """Threads iterating get_map() (keys, items, values, len, in, []) while others register
     and unregister: only the stdlib's exceptions (the dict iterator's RuntimeErrors, and
     KeyError for a key removed between iteration and lookup), every key yielded is well
     formed, no crash, no deadlock."""
-    sel = getattr(module, kind + "Selector")()
+    sel = selector_class(module, kind)()
     pairs = [socket.socketpair() for _ in range(32)]
     stop = threading.Event()
     seen = {}

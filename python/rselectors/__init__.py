@@ -142,7 +142,11 @@ if hasattr(_rselectors, "EpollSelector") and hasattr(select, "epoll"):  # Linux
     __all__.append("EpollSelector")
 
 
-if hasattr(_rselectors, "KqueueSelector") and hasattr(select, "kqueue"):  # macOS, BSDs
+# A Linux build with the `libkqueue` feature has a KqueueSelector on libkqueue, where the
+# select module has no kqueue; it is there to be tested, so DefaultSelector stays epoll.
+_ON_LIBKQUEUE = hasattr(_rselectors, "KqueueSelector") and _rselectors._ON_LIBKQUEUE
+
+if hasattr(_rselectors, "KqueueSelector") and (hasattr(select, "kqueue") or _ON_LIBKQUEUE):
 
     class KqueueSelector(_rselectors.KqueueSelector, _Native, BaseSelector):
         """Kqueue-based selector."""
@@ -157,7 +161,7 @@ if hasattr(_rselectors, "KqueueSelector") and hasattr(select, "kqueue"):  # macO
 
 
 # The stdlib's order of preference: kqueue, epoll, (devpoll), poll, select.
-if "KqueueSelector" in globals():
+if "KqueueSelector" in globals() and not _ON_LIBKQUEUE:
     DefaultSelector = KqueueSelector
 elif "EpollSelector" in globals():
     DefaultSelector = EpollSelector

@@ -15,6 +15,8 @@ use crate::timeout::Timeout;
 #[cfg(epoll)]
 pub mod epoll;
 #[cfg(any(epoll, kqueue))]
+mod event_queue;
+#[cfg(any(epoll, kqueue))]
 mod handle;
 #[cfg(kqueue)]
 pub mod kqueue;
@@ -124,9 +126,9 @@ pub enum AnyBackend {
 #[allow(clippy::large_enum_variant)]
 pub enum AnyWait {
     #[cfg(epoll)]
-    Epoll(epoll::EpollWait),
+    Epoll(event_queue::EventWait<epoll::EpollCalls>),
     #[cfg(kqueue)]
-    Kqueue(kqueue::KqueueWait),
+    Kqueue(event_queue::EventWait<kqueue::KqueueFilters>),
     Poll(poll::PollWait),
     Select(select::SelectWait),
 }
@@ -205,6 +207,9 @@ impl Wait for AnyWait {
         dispatch!(self, AnyWait, w => w.for_each_ready(f))
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 #[cfg(test)]
 pub(crate) mod test_support {

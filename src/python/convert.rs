@@ -388,12 +388,23 @@ fn refused_by_stdlib(
     value: &Bound<'_, PyAny>,
 ) -> PyResult<ParsedTimeout> {
     let select = py.import(intern!(py, "select"))?;
-    let outcome = match kind {
+    // On libkqueue (Linux) the select module has no kqueue to ask. kqueue.control() converts
+    // its timeout as select.select() does and turns any refusal into its own TypeError.
+    let asked = if kind == Kind::Kqueue && !select.hasattr(intern!(py, "kqueue"))? {
+        Kind::Select
+    } else {
+        kind
+    };
+    let outcome = match asked {
         Kind::Select => {
             let probe = pyo3::types::PyList::new(py, [Bound::new(py, TimeoutProbe)?])?;
             let none = pyo3::types::PyList::empty(py);
             match select.call_method1("select", (probe, &none, &none, value)) {
                 Err(err) if err.is_instance_of::<TimeoutAccepted>(py) => Ok(()),
+                Err(_) if kind == Kind::Kqueue => Err(PyTypeError::new_err(format!(
+                    "timeout argument must be a number or None, got {}",
+                    value.get_type().name()?
+                ))),
                 Err(err) => Err(err),
                 Ok(_) => Ok(()),
             }

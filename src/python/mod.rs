@@ -201,6 +201,9 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EpollSelector>()?;
     #[cfg(kqueue)]
     m.add_class::<KqueueSelector>()?;
+    // Whether that KqueueSelector runs on libkqueue (Linux) rather than a kernel's kqueue.
+    #[cfg(kqueue)]
+    m.add("_ON_LIBKQUEUE", cfg!(libkqueue))?;
     m.add_class::<PollSelector>()?;
     m.add_class::<SelectSelector>()?;
     m.add_class::<SelectorMapping>()?;

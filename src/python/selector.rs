@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyOverflowError, PyRuntimeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
@@ -734,6 +734,12 @@ impl SelectorBase {
         let data = data.unwrap_or(&none);
         let key = new_key(py, fileobj, &fd_obj, events, data)?;
         let Some(fd) = fd else {
+            if self.kind == Kind::Kqueue {
+                // select.kevent() takes the fd as a size_t.
+                return Err(PyOverflowError::new_err(
+                    "Python int too large to convert to C size_t",
+                ));
+            }
             return Err(backend_error(crate::backend::Error::FdTooLarge));
         };
         let is_bool = fd_obj.is_exact_instance_of::<PyBool>();
@@ -804,6 +810,11 @@ impl SelectorBase {
         }
         if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
+        }
+        if self.kind == Kind::Kqueue {
+            // KqueueSelector.unregister tests `key.events & EVENT_READ`, then `& EVENT_WRITE`:
+            // an int subclass sees those calls, and may raise from them.
+            interest_of(&entry.field(py, 2))?;
         }
         if let Some(poller) = self.poller.get() {
             poller.unregister(&fd_obj)?;

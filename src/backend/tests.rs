@@ -1,0 +1,126 @@
+//! The backend tests, written once over `Backend` and run for every mechanism the build has
+//! (kqueue too, on macOS and the BSDs, or on Linux with the `libkqueue` feature).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use super::test_support::socket_pair;
+use super::{Backend, Error, Wait, READ, WRITE};
+use crate::timeout::Timeout;
+
+/// fd -> the events a wait reported for it, merged: kqueue reports one event per filter.
+type Ready = BTreeMap<u64, u8>;
+
+fn merge(into: &mut Ready) -> impl FnMut(u64, u8) + '_ {
+    |fd, events| *into.entry(fd).or_default() |= events
+}
+
+fn ready<B: Backend>(backend: &mut B, timeout: Timeout) -> Ready {
+    let mut wait = backend.begin_wait(8).unwrap();
+    wait.wait(timeout).unwrap();
+    let mut out = Ready::new();
+    wait.for_each_ready(&mut merge(&mut out));
+    backend.end_wait(wait);
+    out
+}
+
+fn now<B: Backend>(backend: &mut B) -> Result<Ready, Error> {
+    let mut out = Ready::new();
+    backend.poll_now(8, &mut merge(&mut out))?;
+    Ok(out)
+}
+
+fn reports_readable_and_writable<B: Backend>(mut backend: B) {
+    let (mut a, b) = socket_pair();
+    let bfd = b.as_raw_fd() as u64;
+    backend.add(bfd, READ).unwrap();
+    assert!(ready(&mut backend, Some(Duration::ZERO)).is_empty());
+    a.write_all(b"x").unwrap();
+    assert_eq!(
+        ready(&mut backend, Some(Duration::ZERO)),
+        [(bfd, READ)].into()
+    );
+    backend.modify(bfd, READ | WRITE).unwrap();
+    assert_eq!(ready(&mut backend, None), [(bfd, READ | WRITE)].into());
+    backend.remove(bfd).unwrap();
+    assert!(ready(&mut backend, Some(Duration::from_millis(1))).is_empty());
+}
+
+fn poll_now_reports_what_a_wait_reports<B: Backend>(mut backend: B) {
+    let (mut a, b) = socket_pair();
+    let bfd = b.as_raw_fd() as u64;
+    backend.add(bfd, READ | WRITE).unwrap();
+    assert_eq!(now(&mut backend).unwrap(), [(bfd, WRITE)].into());
+    a.write_all(b"x").unwrap();
+    assert_eq!(
+        now(&mut backend).unwrap(),
+        ready(&mut backend, Some(Duration::ZERO))
+    );
+    assert_eq!(now(&mut backend).unwrap(), [(bfd, READ | WRITE)].into());
+}
+
+/// For the mechanisms with an OS handle: after close() everything says so, and a wait begun
+/// before still owns the fd.
+fn a_closed_handle_is_refused_but_outlives_its_waits<B: Backend>(mut backend: B) {
+    if backend.fileno().is_none() {
+        return; // poll and select keep no OS handle
+    }
+    let wait = backend.begin_wait(1).unwrap();
+    backend.close();
+    assert!(matches!(backend.add(0, READ), Err(Error::Closed(_))));
+    assert!(matches!(backend.fileno(), Some(Err(Error::Closed(_)))));
+    assert!(matches!(now(&mut backend), Err(Error::Closed(_))));
+    assert!(matches!(backend.begin_wait(1), Err(Error::Closed(_))));
+    let mut wait = wait;
+    wait.wait(Some(Duration::ZERO)).unwrap();
+    backend.end_wait(wait);
+}
+
+/// An fd that is no C `int` is refused: by the registration (kqueue: by the kernel, as the
+/// stdlib's `kevent` passes any `uintptr_t`), or (select, which keeps its fds in user space)
+/// by the next wait.
+fn a_huge_fd_is_refused<B: Backend>(mut backend: B) {
+    match backend.add(1 << 40, READ) {
+        Err(err) => assert!(matches!(err, Error::FdTooLarge | Error::Os(_)), "{err:?}"),
+        Ok(()) => assert!(matches!(
+            backend.begin_wait(1).map(drop),
+            Err(Error::FdTooLarge | Error::FdOutOfRange)
+        )),
+    }
+}
+
+/// Instantiates every test above for one backend.
+macro_rules! backend_tests {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[test]
+            fn reports_readable_and_writable() {
+                super::reports_readable_and_writable($make);
+            }
+
+            #[test]
+            fn poll_now_reports_what_a_wait_reports() {
+                super::poll_now_reports_what_a_wait_reports($make);
+            }
+
+            #[test]
+            fn a_closed_handle_is_refused_but_outlives_its_waits() {
+                super::a_closed_handle_is_refused_but_outlives_its_waits($make);
+            }
+
+            #[test]
+            fn a_huge_fd_is_refused() {
+                super::a_huge_fd_is_refused($make);
+            }
+        }
+    };
+}
+
+#[cfg(epoll)]
+backend_tests!(epoll, crate::backend::epoll::Epoll::new().unwrap());
+#[cfg(kqueue)]
+backend_tests!(kqueue, crate::backend::kqueue::Kqueue::new().unwrap());
+backend_tests!(poll, crate::backend::poll::Poll::new());
+backend_tests!(select, crate::backend::select::Select::new());
