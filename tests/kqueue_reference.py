@@ -76,11 +76,12 @@ class kevent:
     def __init__(self, ident, filter=KQ_FILTER_READ, flags=KQ_EV_ADD, fflags=0, data=0,
                  udata=0):
         if isinstance(ident, int):
+            # PyLong_AsSize_t reads the value: an int subclass's comparisons are not called.
+            ident = int(ident)
             if ident < 0:
                 raise OverflowError("can't convert negative value to size_t")
             if ident > _SIZE_MAX:
                 raise OverflowError("Python int too large to convert to C size_t")
-            ident = int(ident)
         else:
             ident = _select_fd(ident)
         self.ident, self.filter, self.flags = ident, filter, flags

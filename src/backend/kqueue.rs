@@ -146,7 +146,8 @@ impl Mechanism for KqueueFilters {
                 self.filters += 1;
             }
         }
-        self.interest.insert(fd, interest);
+        // KqueueSelector.register adds the read and the write filter one at a time.
+        *self.interest.entry(fd).or_insert(0) |= interest;
         Ok(())
     }
 

@@ -688,12 +688,25 @@ impl SelectorBase {
                 None => Ok(Ok(())),
             };
         }
-        let interest = match interest_of(events) {
-            Ok(interest) => interest,
-            // KqueueSelector computes them inside its `try`: the key is taken back.
-            Err(err) if self.kind == Kind::Kqueue => return Ok(Err(err)),
-            Err(err) => return Err(err),
-        };
+        if self.kind == Kind::Kqueue && self.poller.get().is_none() {
+            // KqueueSelector adds the read filter as soon as `events & EVENT_READ` says so,
+            // before it computes `events & EVENT_WRITE`, all inside its `try`: any error,
+            // from Python code or the OS, takes the key back.
+            for bit in [crate::backend::READ, crate::backend::WRITE] {
+                let step = events
+                    .bitand(i64::from(bit))
+                    .and_then(|masked| masked.is_truthy())
+                    .and_then(|wanted| match wanted {
+                        true => self.lock()?.core.watch(fd, bit).map_err(backend_error),
+                        false => Ok(()),
+                    });
+                if let Err(err) = step {
+                    return Ok(Err(err));
+                }
+            }
+            return Ok(Ok(()));
+        }
+        let interest = interest_of(events)?;
         let watched = warn_if_bool_fd(fd_obj).and_then(|()| match self.poller.get() {
             None => {
                 let result = self.lock()?.core.watch(fd, interest);
