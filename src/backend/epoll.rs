@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use super::handle::{Lent, OsHandle};
 use super::{poll_like_events, Backend, Result, Wait};
 use crate::sys::{syscall, to_raw_fd};
-use crate::timeout::{to_millis_ceil, Timeout};
+use crate::timeout::{self, to_millis_ceil, Timeout};
 
 pub struct Epoll {
     /// Lent to waits in flight, so `close()` never frees what a wait still uses.
@@ -122,13 +122,12 @@ pub struct EpollWait {
 impl Wait for EpollWait {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
         self.ready = 0;
-        let n = syscall!(epoll_wait(
+        self.ready = epoll_wait_timeout(
             self.epfd.fd.as_raw_fd(),
             self.events.as_mut_ptr(),
             self.max_events as libc::c_int,
-            to_millis_ceil(timeout),
-        ))?;
-        self.ready = n as usize;
+            timeout,
+        )?;
         Ok(())
     }
 
@@ -136,6 +135,65 @@ impl Wait for EpollWait {
         // SAFETY: epoll_wait initialised the first `ready` (<= capacity) events.
         let ready = unsafe { std::slice::from_raw_parts(self.events.as_ptr(), self.ready) };
         report(ready, f);
+    }
+}
+
+/// One wait for up to `max_events` events into `events`: `epoll_pwait2` when the timeout
+/// has a fraction of a millisecond and the kernel takes it, else `epoll_wait`, whose whole
+/// milliseconds round the timeout up.
+fn epoll_wait_timeout(
+    epfd: RawFd,
+    events: *mut libc::epoll_event,
+    max_events: libc::c_int,
+    timeout: Timeout,
+) -> io::Result<usize> {
+    if let Some(d) = timeout.filter(|&d| !timeout::whole_millis(d)) {
+        if timeout::epoll_pwait2_usable() {
+            let result = epoll_pwait2(epfd, events, max_events, d);
+            if !timeout::epoll_pwait2_outcome(&result) {
+                return result;
+            }
+        }
+    }
+    let n = syscall!(epoll_wait(
+        epfd,
+        events,
+        max_events,
+        to_millis_ceil(timeout)
+    ))?;
+    Ok(n as usize)
+}
+
+/// `epoll_pwait2(epfd, events, max_events, &timeout, NULL)`, by number: the C library may
+/// have no wrapper for it.
+fn epoll_pwait2(
+    epfd: RawFd,
+    events: *mut libc::epoll_event,
+    max_events: libc::c_int,
+    timeout: std::time::Duration,
+) -> io::Result<usize> {
+    if let Some(err) = timeout::epoll_pwait2_simulated_error() {
+        return Err(err);
+    }
+    let ts = timeout::to_timespec(timeout);
+    let no_sigmask: *const libc::sigset_t = std::ptr::null();
+    // SAFETY: `events` has room for `max_events` entries (the caller's buffer), `ts` lives
+    // across the call, and a null sigmask leaves the signal mask alone.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_epoll_pwait2,
+            epfd,
+            events,
+            max_events,
+            &ts as *const libc::timespec,
+            no_sigmask,
+            0usize, // the sigmask's size, unread without one
+        )
+    };
+    if n == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -197,6 +255,19 @@ mod tests {
         assert_eq!(now(&mut ep).unwrap(), vec![(bfd, READ | WRITE)]);
         ep.close();
         assert!(matches!(now(&mut ep), Err(Error::Closed("epoll"))));
+    }
+
+    #[test]
+    fn a_wait_never_returns_early() {
+        let (_a, b) = socket_pair();
+        let mut ep = Epoll::new().unwrap();
+        ep.add(b.as_raw_fd() as u64, READ).unwrap();
+        for us in [1, 10, 50, 300, 1500] {
+            let asked = Duration::from_micros(us);
+            let start = std::time::Instant::now();
+            assert!(ready(&mut ep, Some(asked)).is_empty());
+            assert!(start.elapsed() >= asked, "{us} us: {:?}", start.elapsed());
+        }
     }
 
     #[test]

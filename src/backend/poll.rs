@@ -118,12 +118,7 @@ impl Wait for PollWait {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
         // A successful poll() writes every entry's `revents`; `ready` bounds what is read.
         self.ready = 0;
-        let n = syscall!(poll(
-            self.fds.as_mut_ptr(),
-            self.fds.len() as libc::nfds_t,
-            to_millis_ceil(timeout),
-        ))?;
-        self.ready = n as usize;
+        self.ready = poll_timeout(&mut self.fds, timeout)?;
         Ok(())
     }
 
@@ -138,6 +133,28 @@ impl Wait for PollWait {
             f(pfd.fd as u64, events);
         }
     }
+}
+
+/// One `poll()` of `fds`: `ppoll` when the timeout has a fraction of a millisecond (where
+/// the OS has it), else `poll`, whose whole milliseconds round the timeout up.
+fn poll_timeout(fds: &mut [libc::pollfd], timeout: Timeout) -> io::Result<usize> {
+    #[cfg(epoll)]
+    if let Some(d) = timeout.filter(|&d| !crate::timeout::whole_millis(d)) {
+        let ts = crate::timeout::to_timespec(d);
+        let n = syscall!(ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        ))?;
+        return Ok(n as usize);
+    }
+    let n = syscall!(poll(
+        fds.as_mut_ptr(),
+        fds.len() as libc::nfds_t,
+        to_millis_ceil(timeout),
+    ))?;
+    Ok(n as usize)
 }
 
 #[cfg(test)]
@@ -174,6 +191,21 @@ mod tests {
         assert_eq!(ready(&mut p), vec![(dfd, READ), (bfd, WRITE)]);
         p.remove(dfd).unwrap();
         assert_eq!(ready(&mut p), vec![(bfd, WRITE)]);
+    }
+
+    #[test]
+    fn a_wait_never_returns_early() {
+        let (_a, b) = socket_pair();
+        let mut p = Poll::new();
+        p.add(b.as_raw_fd() as u64, READ).unwrap();
+        for us in [1, 10, 50, 300, 1500] {
+            let asked = Duration::from_micros(us);
+            let start = std::time::Instant::now();
+            let mut wait = p.begin_wait(0).unwrap();
+            wait.wait(Some(asked)).unwrap();
+            p.end_wait(wait);
+            assert!(start.elapsed() >= asked, "{us} us: {:?}", start.elapsed());
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use super::{new_key, BlankKey, SELECTOR_MAPPING};
 use crate::backend::{poll::Poll, select::Select, AnyBackend, Backend, Wait};
 use crate::selector::{RegisterError, Selector};
 use crate::sys::is_interrupted;
-use crate::timeout::{Deadline, Remaining};
+use crate::timeout::{self, Deadline, Remaining};
 
 /// What the table holds per fd: the `SelectorKey` handed to Python and, once `select()` has
 /// reported the fd, what makes reporting it again cheap. Kept to two pointers: the table
@@ -610,6 +610,9 @@ impl SelectorBase {
                     }
                     left = match deadline.remaining() {
                         Remaining::Forever => None,
+                        Remaining::Left(d) if self.kind.is_poll_like() => {
+                            Some(timeout::poll_like_retry(d))
+                        }
                         Remaining::Left(d) => Some(d),
                         Remaining::Expired => break Ok(false),
                     };
