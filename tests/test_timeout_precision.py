@@ -202,3 +202,57 @@ def test_asyncio_sleeps_are_never_early_and_do_not_spin(kind):
     calls, early = int(out[0]), int(out[1])
     assert early == 0
     assert calls <= 3 * 100, calls
+
+
+# A seccomp filter that makes epoll_pwait2 (441 on x86_64) fail with the given errno, the rest
+# allowed: what a container runtime's profile does to a system call it does not know.
+SECCOMP_CHILD = r"""
+import ctypes, socket, struct, sys, time
+import rselectors
+from rselectors import _rselectors
+
+errno_ = int(sys.argv[1])
+AUDIT_ARCH_X86_64, NR_EPOLL_PWAIT2 = 0xC000003E, 441
+LD_ABS, JEQ, RET = 0x20, 0x15, 0x06
+prog = [
+    (LD_ABS, 0, 0, 4),                       # seccomp_data.arch
+    (JEQ, 0, 3, AUDIT_ARCH_X86_64),
+    (LD_ABS, 0, 0, 0),                       # seccomp_data.nr
+    (JEQ, 0, 1, NR_EPOLL_PWAIT2),
+    (RET, 0, 0, 0x00050000 | errno_),        # SECCOMP_RET_ERRNO
+    (RET, 0, 0, 0x7FFF0000),                 # SECCOMP_RET_ALLOW
+]
+filt = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
+fprog = struct.pack("HxxxxxxP", len(prog), ctypes.addressof(filt))
+libc = ctypes.CDLL(None, use_errno=True)
+prctl = lambda *args: libc.prctl(*map(ctypes.c_ulong, args + (0,) * (5 - len(args))))
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+assert prctl(PR_SET_NO_NEW_PRIVS, 1) == 0, ctypes.get_errno()
+buf = ctypes.create_string_buffer(fprog)
+assert prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(buf)) == 0, ctypes.get_errno()
+
+a, b = socket.socketpair()
+sel = rselectors.EpollSelector()
+sel.register(a, rselectors.EVENT_READ)
+took = []
+for _ in range(3):
+    t0 = time.perf_counter_ns()
+    assert sel.select(0.0002) == []
+    took.append(time.perf_counter_ns() - t0)
+state, simulated = _rselectors._epoll_pwait2()
+print(state, simulated, min(took))
+"""
+
+
+@pytest.mark.skipif(not hasattr(rselectors, "EpollSelector") or os.uname().machine != "x86_64",
+                    reason="the seccomp filter is written for Linux on x86_64")
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.EPERM], ids=["ENOSYS", "EPERM"])
+def test_epoll_falls_back_under_a_seccomp_filter(err):
+    """The real kernel path of the fallback: a child process whose seccomp filter refuses
+    epoll_pwait2 still waits, never early, in whole milliseconds."""
+    proc = subprocess.run([sys.executable, "-c", SECCOMP_CHILD, str(err)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state, simulated, took = proc.stdout.split()
+    assert (state, simulated) == ("missing", "0")
+    assert int(took) >= 1_000_000
