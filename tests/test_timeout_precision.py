@@ -6,7 +6,6 @@ test hook) gets `epoll_wait` and whole milliseconds. Nothing here asserts speed:
 bounds, which rounding decides, and counts of calls.
 """
 
-import asyncio
 import errno
 import os
 import signal
