@@ -1,7 +1,12 @@
 //! Timeouts: the stdlib's rounding rules and the deadline kept across EINTR retries.
 //!
 //! Every conversion rounds up, so a wait is never shorter than asked (bpo-20311).
+//!
+//! Poll and Epoll waits keep the timeout to the nanosecond (`ppoll`, `epoll_pwait2`) unless
+//! the millisecond switch is on, which restores the stdlib's round-up to whole milliseconds.
+//! A backend takes a whole number of milliseconds as the signal to use the millisecond call.
 
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long one wait may block: `None` blocks until an fd is ready.
@@ -73,6 +78,122 @@ pub fn select_whole_seconds(secs: i64) -> Result<Duration, TimeoutError> {
     secs.checked_mul(1_000_000_000)
         .map(|ns| Duration::from_nanos(ns.max(0) as u64))
         .ok_or(TimeoutError::OutOfRange)
+}
+
+/// True when Poll and Epoll waits round up to whole milliseconds as the stdlib does:
+/// `RSELECTORS_MS_TIMEOUTS=1` at import, or `rselectors.set_millisecond_timeouts(True)`.
+static MS_TIMEOUTS: AtomicBool = AtomicBool::new(false);
+
+pub fn millisecond_timeouts() -> bool {
+    MS_TIMEOUTS.load(Ordering::Relaxed)
+}
+
+pub fn set_millisecond_timeouts(on: bool) {
+    MS_TIMEOUTS.store(on, Ordering::Relaxed);
+}
+
+/// The wait a Poll or Epoll selector makes for `secs`, given the stdlib's millisecond wait
+/// for it (which already passed the stdlib's range checks): that one under the switch, else
+/// `secs` rounded up to nanoseconds (never more than the stdlib's).
+pub fn poll_like_wait(secs: f64, stdlib_ms: Duration) -> Duration {
+    if millisecond_timeouts() {
+        return stdlib_ms;
+    }
+    select_nanos(secs).map_or(stdlib_ms, |ns| ns.min(stdlib_ms))
+}
+
+/// What is left of a Poll or Epoll wait after EINTR, as the retry passes it: the stdlib
+/// rounds the remaining time up to milliseconds, and so does the switch.
+pub fn poll_like_retry(left: Duration) -> Duration {
+    if millisecond_timeouts() {
+        Duration::from_millis(left.as_nanos().div_ceil(1_000_000) as u64)
+    } else {
+        left
+    }
+}
+
+/// True when a wait of `d` is a whole number of milliseconds: the millisecond call
+/// (`poll`, `epoll_wait`) makes it exactly, so it is used.
+pub fn whole_millis(d: Duration) -> bool {
+    d.subsec_nanos() % 1_000_000 == 0
+}
+
+/// A timeout as a `timespec`. A `Duration` is whole nanoseconds, already rounded up from the
+/// seconds asked for, so this loses nothing; a wait too long for `time_t` saturates.
+pub fn to_timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+/// Whether `epoll_pwait2` (Linux 5.11+) works here, learnt from its first call: a kernel
+/// without it says ENOSYS, a seccomp filter that refuses it ENOSYS or EPERM. Once it failed,
+/// epoll waits stay with `epoll_wait` and whole milliseconds for the life of the process.
+static PWAIT2: AtomicU8 = AtomicU8::new(PWAIT2_UNKNOWN);
+const PWAIT2_UNKNOWN: u8 = 0;
+const PWAIT2_WORKS: u8 = 1;
+const PWAIT2_MISSING: u8 = 2;
+/// Test hook: a nonzero errno that `epoll_pwait2` is made to fail with instead of running,
+/// and how many calls it failed so (a test can tell one detection from one per wait).
+static PWAIT2_SIMULATED_ERRNO: AtomicI32 = AtomicI32::new(0);
+static PWAIT2_SIMULATED_FAILURES: AtomicU32 = AtomicU32::new(0);
+
+/// False once `epoll_pwait2` has failed as missing.
+pub fn epoll_pwait2_usable() -> bool {
+    PWAIT2.load(Ordering::Relaxed) != PWAIT2_MISSING
+}
+
+/// Records how a call of `epoll_pwait2` went; true when its error means "not here" and the
+/// caller must make the wait with `epoll_wait` instead.
+pub fn epoll_pwait2_outcome<T>(result: &std::io::Result<T>) -> bool {
+    let missing =
+        matches!(result, Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)));
+    let state = if missing {
+        PWAIT2_MISSING
+    } else if result.is_ok() {
+        PWAIT2_WORKS
+    } else {
+        // EINTR and the like say nothing about support.
+        return false;
+    };
+    if PWAIT2.load(Ordering::Relaxed) != state {
+        PWAIT2.store(state, Ordering::Relaxed);
+    }
+    missing
+}
+
+/// The error `epoll_pwait2` is made to fail with by the test hook, if any.
+pub fn epoll_pwait2_simulated_error() -> Option<std::io::Error> {
+    match PWAIT2_SIMULATED_ERRNO.load(Ordering::Relaxed) {
+        0 => None,
+        errno => {
+            PWAIT2_SIMULATED_FAILURES.fetch_add(1, Ordering::Relaxed);
+            Some(std::io::Error::from_raw_os_error(errno))
+        }
+    }
+}
+
+/// How many calls of `epoll_pwait2` the test hook failed since it was last set.
+pub fn epoll_pwait2_simulated_failures() -> u32 {
+    PWAIT2_SIMULATED_FAILURES.load(Ordering::Relaxed)
+}
+
+/// `"unknown"`, `"works"` or `"missing"`: what the first calls of `epoll_pwait2` found.
+pub fn epoll_pwait2_state() -> &'static str {
+    match PWAIT2.load(Ordering::Relaxed) {
+        PWAIT2_WORKS => "works",
+        PWAIT2_MISSING => "missing",
+        _ => "unknown",
+    }
+}
+
+/// Test hook: forgets what was learnt about `epoll_pwait2`, and makes its next calls fail
+/// with `errno` (0: run it for real), to exercise the fallback on a kernel that has it.
+pub fn simulate_epoll_pwait2_errno(errno: i32) {
+    PWAIT2_SIMULATED_ERRNO.store(errno, Ordering::Relaxed);
+    PWAIT2_SIMULATED_FAILURES.store(0, Ordering::Relaxed);
+    PWAIT2.store(PWAIT2_UNKNOWN, Ordering::Relaxed);
 }
 
 /// A wait's end, fixed before the first system call so EINTR retries wait only what is left.
@@ -169,6 +290,25 @@ mod tests {
         assert_eq!(
             to_millis_ceil(Some(Duration::from_secs(u32::MAX as u64 * 1000))),
             i32::MAX
+        );
+    }
+
+    #[test]
+    fn poll_like_waits_keep_nanoseconds_unless_switched() {
+        let stdlib = poll_millis(0.0002).unwrap();
+        assert_eq!(stdlib, Duration::from_millis(1));
+        assert_eq!(poll_like_wait(0.0002, stdlib), Duration::from_micros(200));
+        // Never longer than the stdlib's wait, so a whole millisecond stays whole.
+        assert_eq!(
+            poll_like_wait(0.001, poll_millis(0.001).unwrap()),
+            Duration::from_millis(1)
+        );
+        assert!(whole_millis(Duration::from_millis(3)) && !whole_millis(Duration::from_nanos(1)));
+        let ts = to_timespec(Duration::new(2, 5));
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (2, 5));
+        assert_eq!(
+            poll_like_retry(Duration::from_nanos(1)),
+            Duration::from_nanos(1)
         );
     }
 

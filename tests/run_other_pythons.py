@@ -35,6 +35,7 @@ SUITES = [
     "tests/test_cpython_selectors.py",
     "tests/test_runner.py",
     "tests/test_asyncio_api.py",
+    "tests/test_timeout_precision.py",
 ]
 
 

@@ -1252,7 +1252,19 @@ def test_select_result_order(differ):
 @pytest.mark.parametrize("timeout", [0.009, 0.013, 0.026], ids=str)
 def test_select_epoll_double_rounding(differ, timeout):
     """EpollSelector rounds up twice (ceil to ms in Python, then again in C): 0.009 s waits
-    10 ms. Poll/Select wait at least the timeout."""
+    10 ms. Poll/Select wait at least the timeout. rselectors does the same under its
+    millisecond switch (without it, a wait is the timeout to the nanosecond: issue 14,
+    tests/test_timeout_precision.py)."""
+    import rselectors
+
+    before = rselectors.set_millisecond_timeouts(True)
+    try:
+        _double_rounding(differ, timeout)
+    finally:
+        rselectors.set_millisecond_timeouts(before)
+
+
+def _double_rounding(differ, timeout):
     import math
 
     def scenario(side):

@@ -20,7 +20,8 @@ import rselectors
 OWN = {"EVENT_READ", "EVENT_WRITE", "SelectorKey", "SelectSelector", "PollSelector",
        "EpollSelector", "KqueueSelector", "DefaultSelector", "_SelectorMapping"}
 # Public names rselectors has beyond the stdlib's (EventLoopPolicy is made on first access).
-EXTRA_PUBLIC = {"install", "new_event_loop", "run"}
+EXTRA_PUBLIC = {"install", "new_event_loop", "run", "millisecond_timeouts",
+                "set_millisecond_timeouts"}
 
 
 def public(names):

@@ -13,6 +13,9 @@ import select
 from . import _rselectors
 from ._install import _stdlib_module
 from ._rselectors import EVENT_READ, EVENT_WRITE, SelectorKey, _SelectorMapping
+# Poll and Epoll waits keep sub-millisecond timeouts; True restores the stdlib's round-up to
+# whole milliseconds (as RSELECTORS_MS_TIMEOUTS=1 does at import). README: Known differences.
+from ._rselectors import millisecond_timeouts, set_millisecond_timeouts
 
 # EventLoopPolicy is left out so that `from rselectors import *` does not import asyncio.
 __all__ = [

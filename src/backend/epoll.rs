@@ -8,7 +8,7 @@ use super::event_queue::{EventQueue, Mechanism};
 use super::handle::OsHandle;
 use super::{poll_like_events, Result};
 use crate::sys::{syscall, to_raw_fd};
-use crate::timeout::{to_millis_ceil, Timeout};
+use crate::timeout::{self, to_millis_ceil, Timeout};
 
 /// An epoll selector's backend.
 pub type Epoll = EventQueue<EpollCalls>;
@@ -69,18 +69,76 @@ impl Mechanism for EpollCalls {
         events: &mut [MaybeUninit<libc::epoll_event>],
         timeout: Timeout,
     ) -> io::Result<usize> {
-        let n = syscall!(epoll_wait(
+        epoll_wait_timeout(
             epfd,
             events.as_mut_ptr().cast(),
             events.len() as libc::c_int,
-            to_millis_ceil(timeout),
-        ))?;
-        Ok(n as usize)
+            timeout,
+        )
     }
 
     fn ready(event: &libc::epoll_event) -> (u64, u8) {
         let events = poll_like_events(event.events, libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
         (event.u64, events)
+    }
+}
+
+/// One wait for up to `max_events` events into `events`: `epoll_pwait2` when the timeout
+/// has a fraction of a millisecond and the kernel takes it, else `epoll_wait`, whose whole
+/// milliseconds round the timeout up.
+fn epoll_wait_timeout(
+    epfd: RawFd,
+    events: *mut libc::epoll_event,
+    max_events: libc::c_int,
+    timeout: Timeout,
+) -> io::Result<usize> {
+    if let Some(d) = timeout.filter(|&d| !timeout::whole_millis(d)) {
+        if timeout::epoll_pwait2_usable() {
+            let result = epoll_pwait2(epfd, events, max_events, d);
+            if !timeout::epoll_pwait2_outcome(&result) {
+                return result;
+            }
+        }
+    }
+    let n = syscall!(epoll_wait(
+        epfd,
+        events,
+        max_events,
+        to_millis_ceil(timeout)
+    ))?;
+    Ok(n as usize)
+}
+
+/// `epoll_pwait2(epfd, events, max_events, &timeout, NULL)`, by number: the C library may
+/// have no wrapper for it.
+fn epoll_pwait2(
+    epfd: RawFd,
+    events: *mut libc::epoll_event,
+    max_events: libc::c_int,
+    timeout: std::time::Duration,
+) -> io::Result<usize> {
+    if let Some(err) = timeout::epoll_pwait2_simulated_error() {
+        return Err(err);
+    }
+    let ts = timeout::to_timespec(timeout);
+    let no_sigmask: *const libc::sigset_t = std::ptr::null();
+    // SAFETY: `events` has room for `max_events` entries (the caller's buffer), `ts` lives
+    // across the call, and a null sigmask leaves the signal mask alone.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_epoll_pwait2,
+            epfd,
+            events,
+            max_events,
+            &ts as *const libc::timespec,
+            no_sigmask,
+            0usize, // the sigmask's size, unread without one
+        )
+    };
+    if n == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 

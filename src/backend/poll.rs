@@ -118,12 +118,7 @@ impl Wait for PollWait {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
         // A successful poll() writes every entry's `revents`; `ready` bounds what is read.
         self.ready = 0;
-        let n = syscall!(poll(
-            self.fds.as_mut_ptr(),
-            self.fds.len() as libc::nfds_t,
-            to_millis_ceil(timeout),
-        ))?;
-        self.ready = n as usize;
+        self.ready = poll_timeout(&mut self.fds, timeout)?;
         Ok(())
     }
 
@@ -138,6 +133,28 @@ impl Wait for PollWait {
             f(pfd.fd as u64, events);
         }
     }
+}
+
+/// One `poll()` of `fds`: `ppoll` when the timeout has a fraction of a millisecond (where
+/// the OS has it), else `poll`, whose whole milliseconds round the timeout up.
+fn poll_timeout(fds: &mut [libc::pollfd], timeout: Timeout) -> io::Result<usize> {
+    #[cfg(epoll)]
+    if let Some(d) = timeout.filter(|&d| !crate::timeout::whole_millis(d)) {
+        let ts = crate::timeout::to_timespec(d);
+        let n = syscall!(ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        ))?;
+        return Ok(n as usize);
+    }
+    let n = syscall!(poll(
+        fds.as_mut_ptr(),
+        fds.len() as libc::nfds_t,
+        to_millis_ceil(timeout),
+    ))?;
+    Ok(n as usize)
 }
 
 #[cfg(test)]

@@ -91,6 +91,19 @@ fn a_huge_fd_is_refused<B: Backend>(mut backend: B) {
     }
 }
 
+/// polling's tests/precision.rs: a wait with nothing ready lasts at least what was asked, for
+/// timeouts below, at and above a millisecond (sub-millisecond ones are kept, #14).
+fn a_wait_never_returns_early<B: Backend>(mut backend: B) {
+    let (_a, b) = socket_pair();
+    backend.add(b.as_raw_fd() as u64, READ).unwrap();
+    for us in [1, 10, 50, 300, 1500] {
+        let asked = Duration::from_micros(us);
+        let start = std::time::Instant::now();
+        assert!(ready(&mut backend, Some(asked)).is_empty());
+        assert!(start.elapsed() >= asked, "{us} us: {:?}", start.elapsed());
+    }
+}
+
 /// Instantiates every test above for one backend.
 macro_rules! backend_tests {
     ($name:ident, $make:expr) => {
@@ -113,6 +126,11 @@ macro_rules! backend_tests {
             #[test]
             fn a_huge_fd_is_refused() {
                 super::a_huge_fd_is_refused($make);
+            }
+
+            #[test]
+            fn a_wait_never_returns_early() {
+                super::a_wait_never_returns_early($make);
             }
         }
     };

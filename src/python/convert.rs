@@ -258,8 +258,8 @@ pub fn parse_timeout(kind: Kind, timeout: Option<&Bound<'_, PyAny>>) -> PyResult
             return Ok(ParsedTimeout::Wait(Some(Duration::ZERO)));
         }
         let converted = match kind {
-            Kind::Poll => timeout::poll_millis(secs),
-            Kind::Epoll => timeout::epoll_millis(secs),
+            Kind::Poll => timeout::poll_millis(secs).map(|ms| timeout::poll_like_wait(secs, ms)),
+            Kind::Epoll => timeout::epoll_millis(secs).map(|ms| timeout::poll_like_wait(secs, ms)),
             Kind::Select | Kind::Kqueue if t.is_exact_instance_of::<PyInt>() => {
                 timeout::select_whole_seconds(secs as i64)
             }
@@ -281,12 +281,18 @@ fn math_ceil(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
 }
 
 /// The general path of `_PollLikeSelector.select`/`EpollSelector.select`, operator by operator:
-/// `timeout <= 0`, then `math.ceil(timeout * 1e3)` (times `1e-3` for epoll).
+/// `timeout <= 0`, then `math.ceil(timeout * 1e3)` (times `1e-3` for epoll). A float
+/// (subclass) keeps its fraction of a millisecond unless the switch is on; any other number
+/// (`Fraction`, `Decimal`) waits the stdlib's whole milliseconds.
 fn parse_poll_like_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
     let py = t.py();
     if t.le(0)? {
         return Ok(ParsedTimeout::Wait(Some(Duration::ZERO)));
     }
+    let precise = |ms: Duration| match t.cast::<PyFloat>() {
+        Ok(f) => timeout::poll_like_wait(f.value(), ms),
+        Err(_) => ms,
+    };
     let ms = math_ceil(py)?.call1((t.mul(1e3)?,))?;
     if kind == Kind::Poll {
         let converted = match ms.extract::<i64>() {
@@ -297,7 +303,7 @@ fn parse_poll_like_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedT
             },
         };
         return Ok(match converted {
-            Ok(d) => ParsedTimeout::Wait(Some(d)),
+            Ok(d) => ParsedTimeout::Wait(Some(precise(d))),
             Err(_) => refused_by_stdlib(py, Kind::Poll, &ms)?,
         });
     }
@@ -307,7 +313,7 @@ fn parse_poll_like_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedT
         .map_err(|_| timeout::TimeoutError::OutOfRange)
         .and_then(timeout::epoll_wait_millis);
     Ok(match converted {
-        Ok(d) => ParsedTimeout::Wait(Some(d)),
+        Ok(d) => ParsedTimeout::Wait(Some(precise(d))),
         Err(_) => refused_by_stdlib(py, Kind::Epoll, &secs)?,
     })
 }

@@ -182,6 +182,38 @@ fn init_types(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
+/// Whether Poll and Epoll waits round their timeout up to whole milliseconds, as the
+/// stdlib's do (True), or keep it to the microsecond and finer (False, the default).
+#[pyfunction]
+fn millisecond_timeouts() -> bool {
+    crate::timeout::millisecond_timeouts()
+}
+
+/// Sets what `millisecond_timeouts()` answers, for every selector of the process, from
+/// its next wait on; returns the previous setting.
+#[pyfunction]
+fn set_millisecond_timeouts(enabled: bool) -> bool {
+    let before = crate::timeout::millisecond_timeouts();
+    crate::timeout::set_millisecond_timeouts(enabled);
+    before
+}
+
+/// Test hook: `(state, simulated_failures)`, where state is what the calls of
+/// `epoll_pwait2` so far found ("unknown", "works", "missing"). With `simulate_errno`, first
+/// forgets that and makes the next calls fail with that errno (0: call the kernel again), as
+/// a kernel without it (ENOSYS) or a seccomp filter (EPERM) would, counting them.
+#[pyfunction]
+#[pyo3(signature = (simulate_errno=None))]
+fn _epoll_pwait2(simulate_errno: Option<i32>) -> (&'static str, u32) {
+    if let Some(errno) = simulate_errno {
+        crate::timeout::simulate_epoll_pwait2_errno(errno);
+    }
+    (
+        crate::timeout::epoll_pwait2_state(),
+        crate::timeout::epoll_pwait2_simulated_failures(),
+    )
+}
+
 /// `gil_used = false`: safe without a GIL, by review (it has never run on a free-threaded
 /// build; README "Free-threading" has the findings). Every selector's state is behind its
 /// own `Mutex`, held only for increfs, Rust allocations and non-blocking system calls, and
@@ -207,6 +239,13 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PollSelector>()?;
     m.add_class::<SelectSelector>()?;
     m.add_class::<SelectorMapping>()?;
+    m.add_function(wrap_pyfunction!(millisecond_timeouts, m)?)?;
+    m.add_function(wrap_pyfunction!(set_millisecond_timeouts, m)?)?;
+    m.add_function(wrap_pyfunction!(_epoll_pwait2, m)?)?;
+    // Read once, at import: the switch for a program that cannot be changed.
+    if std::env::var_os("RSELECTORS_MS_TIMEOUTS").is_some_and(|v| !v.is_empty() && v != "0") {
+        crate::timeout::set_millisecond_timeouts(true);
+    }
     if m.py().version_info() >= (3, 13) {
         // Removed from selectors.py in 3.13 (gh-106554).
         m.getattr("_Selector")?.delattr("_key_from_fd")?;

@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use super::convert::Kind;
 use crate::backend::{READ, WRITE};
-use crate::timeout::Timeout;
+use crate::timeout::{to_millis_ceil, Timeout};
 
 /// `select.POLLIN`/`EPOLLIN` and `POLLOUT`/`EPOLLOUT`: the same numbers for both classes.
 const IN: i64 = libc::POLLIN as i64;
@@ -67,12 +67,14 @@ impl CustomPoller {
         let poll = intern!(py, "poll");
         let result = match (kind, timeout) {
             (Kind::Epoll, None) => self.0.call_method1(py, poll, (-1, max_events))?,
+            // The stdlib's whole milliseconds: a poller of another library takes no finer.
             (Kind::Epoll, Some(t)) => {
+                let ms = to_millis_ceil(Some(t));
                 self.0
-                    .call_method1(py, poll, (t.as_millis() as f64 * 1e-3, max_events))?
+                    .call_method1(py, poll, (f64::from(ms) * 1e-3, max_events))?
             }
             (_, None) => self.0.call_method1(py, poll, (py.None(),))?,
-            (_, Some(t)) => self.0.call_method1(py, poll, (t.as_millis() as i64,))?,
+            (_, Some(t)) => self.0.call_method1(py, poll, (to_millis_ceil(Some(t)),))?,
         };
         let mut ready = Vec::new();
         for item in result.bind(py).try_iter()? {

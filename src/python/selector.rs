@@ -26,7 +26,7 @@ use crate::backend::{poll::Poll, select::Select, AnyBackend, Backend, Wait};
 use crate::lock::{OwnedGuard, OwnedMutex, Reentered};
 use crate::selector::Selector;
 use crate::sys::is_interrupted;
-use crate::timeout::{Deadline, Remaining};
+use crate::timeout::{self, Deadline, Remaining};
 
 /// What the table holds per fd: the `SelectorKey` handed to Python and, once `select()` has
 /// reported the fd, what makes reporting it again cheap. Kept to two pointers: the table
@@ -964,6 +964,9 @@ impl SelectorBase {
                     }
                     left = match deadline.remaining() {
                         Remaining::Forever => None,
+                        Remaining::Left(d) if self.kind.is_poll_like() => {
+                            Some(timeout::poll_like_retry(d))
+                        }
                         Remaining::Left(d) => Some(d),
                         Remaining::Expired => break Ok(false),
                     };
