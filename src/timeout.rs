@@ -144,6 +144,23 @@ pub fn epoll_pwait2_usable() -> bool {
     PWAIT2.load(Ordering::Relaxed) != PWAIT2_MISSING
 }
 
+/// True once `epoll_pwait2` has been seen to work.
+pub fn epoll_pwait2_works() -> bool {
+    PWAIT2.load(Ordering::Relaxed) == PWAIT2_WORKS
+}
+
+/// Waits shorter than this go through epoll's timerfd (see `backend/epoll.rs`): the thread's
+/// timer slack (50 us by default) may make any sleep that much late, which is most of the
+/// error of a sub-millisecond wait and a small part of a longer one.
+pub const TIMERFD_BELOW: Duration = Duration::from_millis(1);
+
+/// True when an Epoll wait of `d` is to be timed by a timerfd: shorter than `TIMERFD_BELOW`
+/// (so never a whole number of milliseconds, nor zero), and `epoll_pwait2` known to work
+/// (without it, and under the switch, waits are whole milliseconds as documented).
+pub fn wants_timerfd(d: Duration) -> bool {
+    !d.is_zero() && d < TIMERFD_BELOW && !millisecond_timeouts() && epoll_pwait2_works()
+}
+
 /// Records how a call of `epoll_pwait2` went; true when its error means "not here" and the
 /// caller must make the wait with `epoll_wait` instead.
 pub fn epoll_pwait2_outcome<T>(result: &std::io::Result<T>) -> bool {

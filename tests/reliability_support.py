@@ -15,6 +15,7 @@ loaded as a plugin first::
 """
 
 import gc
+import json
 import os
 import resource
 import socket
@@ -81,3 +82,35 @@ def run_python(code, *args, timeout=60, env_extra=None):
 
 __all__ = ["machine_settings", "rss_bytes", "open_fd_count", "join_all", "run_python",
            "gc", "resource", "socket", "threading"]
+
+
+def start_in_child(fn):
+    """Runs fn() in a forked child and returns at once, with a function that waits for the
+    child and returns fn()'s JSON-able result (or raises its error): the caller may work
+    meanwhile, beside the child."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 0
+        try:
+            os.close(r)
+            try:
+                out = {"ok": fn()}
+            except BaseException as exc:  # noqa: BLE001
+                out = {"error": "%s: %s" % (type(exc).__name__, exc)}
+                code = 1
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+
+    def result():
+        with os.fdopen(r, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        out = json.loads(data or b"{}")
+        assert "error" not in out, out["error"]
+        assert os.waitstatus_to_exitcode(status) == 0
+        return out["ok"]
+
+    return result

@@ -27,7 +27,6 @@ What sharing one epoll across fork() means (Linux):
 Every test runs on the stdlib too (that run validates the test).
 """
 
-import json
 import os
 import select
 import socket
@@ -36,39 +35,14 @@ import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
 from conftest import selector_class
+from reliability_support import start_in_child
 
 R, W = 1, 2
 
 
 def _in_child(fn):
     """Run fn() in a forked child; return its JSON-able result (or raise its error)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 0
-        try:
-            os.close(r)
-            try:
-                out = {"ok": fn()}
-            except BaseException as exc:  # noqa: BLE001
-                out = {"error": "%s: %s" % (type(exc).__name__, exc)}
-                code = 1
-            os.write(w, json.dumps(out).encode())
-        finally:
-            os._exit(code)
-    os.close(w)
-    chunks = []
-    while True:
-        chunk = os.read(r, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(r)
-    _, status = os.waitpid(pid, 0)
-    out = json.loads(b"".join(chunks) or b"{}")
-    assert "error" not in out, out["error"]
-    assert os.waitstatus_to_exitcode(status) == 0
-    return out["ok"]
+    return start_in_child(fn)()
 
 
 def test_child_closes_inherited_and_builds_its_own(module):

@@ -4,6 +4,8 @@
 //! be reused under it), so each wait holds its own reference and the fd closes with the last
 //! one. After `fork()`, though, the child has the references of waits whose threads were not
 //! copied: those never end, so in the child `close()` closes the fd once its own waits are done.
+//!
+//! A handle may own more than its main fd (epoll's timerfd): they all go together.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -11,25 +13,43 @@ use std::sync::Arc;
 use super::{Error, Result};
 use crate::sys::fork_generation;
 
-pub struct OsHandle {
+/// The fds one handle owns: a main one (the selector's `fileno()`) and any others with it.
+pub trait HandleFds: Send + Sync {
+    fn main_fd(&self) -> RawFd;
+    /// Every fd owned, the main one included, for closing them all when the handle's other
+    /// holders were lost to a fork.
+    fn all_fds(&self) -> Vec<RawFd>;
+}
+
+impl HandleFds for OwnedFd {
+    fn main_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    fn all_fds(&self) -> Vec<RawFd> {
+        vec![self.as_raw_fd()]
+    }
+}
+
+pub struct OsHandle<F = OwnedFd> {
     /// "epoll" or "kqueue", for the error on a closed handle.
     what: &'static str,
-    fd: Option<Arc<OwnedFd>>,
+    fd: Option<Arc<F>>,
     /// Waits of this process in flight, and the fork generation they belong to.
     in_flight: usize,
     generation: u64,
     /// Closed in a forked child while waits of its own were still in flight.
-    orphaned: Option<Arc<OwnedFd>>,
+    orphaned: Option<Arc<F>>,
 }
 
 /// What a wait holds: the fd, and which process generation lent it.
-pub struct Lent {
-    pub fd: Arc<OwnedFd>,
+pub struct Lent<F = OwnedFd> {
+    pub fd: Arc<F>,
     generation: u64,
 }
 
-impl OsHandle {
-    pub fn new(what: &'static str, fd: OwnedFd) -> Self {
+impl<F: HandleFds> OsHandle<F> {
+    pub fn new(what: &'static str, fd: F) -> Self {
         OsHandle {
             what,
             fd: Some(Arc::new(fd)),
@@ -40,10 +60,12 @@ impl OsHandle {
     }
 
     pub fn raw(&self) -> Result<RawFd> {
-        self.fd
-            .as_ref()
-            .map(|fd| fd.as_raw_fd())
-            .ok_or(Error::Closed(self.what))
+        self.fds().map(F::main_fd)
+    }
+
+    /// What the handle owns, while it is open.
+    pub fn fds(&self) -> Result<&F> {
+        self.fd.as_deref().ok_or(Error::Closed(self.what))
     }
 
     /// Waits counted before a fork belong to threads the child does not have: forget them.
@@ -55,7 +77,7 @@ impl OsHandle {
         }
     }
 
-    pub fn lend(&mut self) -> Result<Lent> {
+    pub fn lend(&mut self) -> Result<Lent<F>> {
         let fd = self.fd.clone().ok_or(Error::Closed(self.what))?;
         self.catch_up_with_fork();
         self.in_flight += 1;
@@ -65,7 +87,7 @@ impl OsHandle {
         })
     }
 
-    pub fn give_back(&mut self, lent: Lent) {
+    pub fn give_back(&mut self, lent: Lent<F>) {
         if lent.generation == self.generation {
             self.in_flight -= 1;
         }
@@ -94,14 +116,16 @@ impl OsHandle {
     }
 }
 
-/// Closes an fd whose other references belong to threads that `fork()` did not copy into this
-/// process: they will never run again, so they will never use or drop it.
-fn close_orphaned(fd: Arc<OwnedFd>) {
-    let raw = fd.as_raw_fd();
-    // Leak our reference so that no Drop can close the number again later.
+/// Closes fds whose other references belong to threads that `fork()` did not copy into this
+/// process: they will never run again, so they will never use or drop them.
+fn close_orphaned<F: HandleFds>(fd: Arc<F>) {
+    let raws = fd.all_fds();
+    // Leak our reference so that no Drop can close the numbers again later.
     std::mem::forget(fd);
-    // SAFETY: `raw` is open and, per the above, nothing in this process will use it again.
-    unsafe { drop(<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw)) };
+    for raw in raws {
+        // SAFETY: `raw` is open and, per the above, nothing in this process will use it again.
+        unsafe { drop(<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw)) };
+    }
 }
 
 #[cfg(test)]
