@@ -77,10 +77,36 @@ pub fn is_plain_int(obj: &Bound<'_, PyAny>) -> bool {
 /// The stdlib keys a dict by the fd object, so an int subclass's `__hash__` runs once per dict
 /// operation (and may raise); a plain int's hash is invisible and skipped.
 pub fn hash_as_dict_key(fd: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !is_plain_int(fd) {
-        fd.hash()?;
+    hash_as(fd, "a dict key")
+}
+
+/// The same for a set (SelectSelector's `_readers` and `_writers`).
+pub fn hash_as_set_element(fd: &Bound<'_, PyAny>) -> PyResult<()> {
+    hash_as(fd, "a set element")
+}
+
+fn hash_as(fd: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
+    if is_plain_int(fd) {
+        return Ok(());
     }
-    Ok(())
+    let py = fd.py();
+    match fd.hash() {
+        Ok(_) => Ok(()),
+        // From 3.14 dicts and sets reword a TypeError (exactly that type) from `__hash__`,
+        // naming the type as `%T` does (module-qualified but for builtins and __main__).
+        Err(err)
+            if py.version_info() >= (3, 14)
+                && err.get_type(py).is(PyTypeError::type_object(py)) =>
+        {
+            let text = format!(
+                "cannot use '{}' as {what} ({})",
+                fd.get_type().fully_qualified_name()?,
+                err.value(py).str()?
+            );
+            Err(PyTypeError::new_err(text))
+        }
+        Err(err) => Err(err),
+    }
 }
 
 fn invalid_fd(fd: &Bound<'_, PyAny>) -> PyErr {
@@ -359,7 +385,15 @@ fn parse_select_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedTime
                 && kind == Kind::Select
                 && t.get_type().hasattr(intern!(py, "__index__"))? =>
         {
-            Err(PyTypeError::new_err("timeout must be a float or None"))
+            // 3.15 rewords it and names the type.
+            Err(PyTypeError::new_err(if py.version_info() >= (3, 15) {
+                format!(
+                    "timeout must be a real number or None, not {}",
+                    t.get_type().fully_qualified_name()?
+                )
+            } else {
+                "timeout must be a float or None".to_owned()
+            }))
         }
         Err(err) if err.is_instance_of::<PyTypeError>(py) => refused_by_stdlib(py, kind, t),
         // Anything else `__index__` raised, the C code lets through.

@@ -17,8 +17,8 @@ use smallvec::SmallVec;
 
 use super::convert::{
     backend_error, check_register_events, differs, differs_natively, events_as_i64, fileobj_to_fd,
-    from_none, hash_as_dict_key, interest_of, is_plain_int, os_error, parse_timeout, python_3_13,
-    python_format, warn_if_bool_fd, FdNum, Kind, ParsedTimeout,
+    from_none, hash_as_dict_key, hash_as_set_element, interest_of, is_plain_int, os_error,
+    parse_timeout, python_3_13, python_format, warn_if_bool_fd, FdNum, Kind, ParsedTimeout,
 };
 use super::poller::CustomPoller;
 use super::{new_key, BlankKey, SELECTOR_MAPPING};
@@ -660,7 +660,7 @@ impl SelectorBase {
                     .bitand(i64::from(bit))
                     .and_then(|masked| masked.is_truthy())
                     .and_then(|set| match set {
-                        true => hash_as_dict_key(fd_obj).map(|()| bit),
+                        true => hash_as_set_element(fd_obj).map(|()| bit),
                         false => Ok(0),
                     });
                 match step {
@@ -818,8 +818,8 @@ impl SelectorBase {
         self.forget_if_bool(&fd_obj);
         if self.kind == Kind::Select {
             // `self._readers.discard(key.fd)`, then the same for writers.
-            hash_as_dict_key(&fd_obj)?;
-            hash_as_dict_key(&fd_obj)?;
+            hash_as_set_element(&fd_obj)?;
+            hash_as_set_element(&fd_obj)?;
         }
         if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
