@@ -350,7 +350,7 @@ impl SelectorBase {
             Some(entry) => entry.field(py, 1),
             None => return Ok(None),
         };
-        if !(stored.is(fd_obj) || (is_plain_int(&stored) && is_plain_int(fd_obj))) {
+        if !same_without_python(&stored, fd_obj) {
             drop(state);
             if !same_dict_key(&stored, fd_obj)? {
                 return Ok(None);
@@ -1203,10 +1203,16 @@ impl Ready {
 /// already established): identity, else `stored == fd_obj`, which only an int subclass can
 /// make run Python code.
 fn same_dict_key(stored: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> PyResult<bool> {
-    if stored.is(fd_obj) || (is_plain_int(stored) && is_plain_int(fd_obj)) {
+    if same_without_python(stored, fd_obj) {
         return Ok(true);
     }
     stored.eq(fd_obj)
+}
+
+/// The cases of `same_dict_key` that run no Python code: the same object, or two plain ints
+/// (same number, as the caller found them under one fd).
+fn same_without_python(stored: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> bool {
+    stored.is(fd_obj) || (is_plain_int(stored) && is_plain_int(fd_obj))
 }
 
 /// A new list of `len` empty slots, for the caller to fill before anyone else sees it.
