@@ -242,7 +242,7 @@ def test_ctrl_c_reaches_program_through_runner(cls):
     assert rs[3] == std[3], "exit code %r vs plain python %r" % (rs[3], std[3])
     assert std[3] == -signal.SIGINT  # CPython re-raises SIGINT to die of it
     # The traceback reads as with plain python: the program's own frames, and no frame of
-    # the runner (runpy, rselectors/_install.py; the runner drops them for an Exception,
+    # the runner (runpy, rselectors/_runner.py; the runner drops them for an Exception,
     # see test_runner.py) -- only the stdlib's selectors.py frame has no rselectors
     # counterpart (select() is native code there).
     def frames(err):

@@ -251,7 +251,7 @@ def test_uncaught_exception_traceback_like_python(tmp_path):
     assert ours.returncode == 1, describe(ours)
     assert ours.stderr.startswith("Traceback (most recent call last):\n")
     assert ours.stderr.endswith("ValueError: boom rselectors\n"), ours.stderr
-    assert "_install.py" not in ours.stderr and "runpy" not in ours.stderr
+    assert "_runner.py" not in ours.stderr and "runpy" not in ours.stderr
     plain = run_python([str(script)], tmp_path)
     assert plain.returncode == 1
     assert ours.stderr == plain.stderr.replace(
@@ -359,7 +359,7 @@ def test_help(tmp_path):
 
 
 def test_main_function_usage_without_arguments(tmp_path):
-    code = ("import sys\nfrom rselectors._install import main\n"
+    code = ("import sys\nfrom rselectors._runner import main\n"
             "print('RC', main([]))\n"
             "print('INSTALLED', sys.modules['selectors'].__name__ == 'rselectors')\n")
     proc = run_python(["-c", code], tmp_path)
@@ -565,3 +565,17 @@ def test_runner_asyncio_and_subprocess_use_rselectors(tmp_path):
     assert "asyncio" in modules
     # rselectors imports the stdlib module (it re-exports its other names) before asyncio.
     assert modules.index("selectors") < modules.index("asyncio")
+
+
+@pytest.mark.parametrize("how", ["script", "module", "code"])
+def test_keyboard_interrupt_traceback_like_python(tmp_path, how):
+    """A KeyboardInterrupt leaves through the interpreter (so that the process dies of SIGINT):
+    its traceback loses the runner's frames but keeps runpy's under -m, as plain python's."""
+    (tmp_path / "interrupted_mod_xyz.py").write_text("def f():\n    raise KeyboardInterrupt\nf()\n")
+    args = {"script": [str(tmp_path / "interrupted_mod_xyz.py")],
+            "module": ["-m", "interrupted_mod_xyz"],
+            "code": ["-c", "def f():\n    raise KeyboardInterrupt\nf()\n"]}[how]
+    ours = run_rselectors(args, tmp_path)
+    plain = run_python(args, tmp_path)
+    assert ours.returncode == plain.returncode != 0, (describe(ours), describe(plain))
+    assert ours.stderr == plain.stderr, (ours.stderr, plain.stderr)
