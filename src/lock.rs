@@ -24,9 +24,18 @@ pub struct OwnedMutex<T> {
 /// A number unique to the calling thread among live threads: its pthread id (one load from
 /// the thread pointer; a thread-local's address would cost a `__tls_get_addr` call in a
 /// shared library). Never 0, the "free" value, for a live thread.
+#[cfg(unix)]
 fn thread_token() -> usize {
     // SAFETY: pthread_self has no preconditions and cannot fail.
     unsafe { libc::pthread_self() as usize }
+}
+
+/// Windows: the thread id (read from the thread environment block), unique among live
+/// threads and never 0.
+#[cfg(windows)]
+fn thread_token() -> usize {
+    // SAFETY: GetCurrentThreadId has no preconditions and cannot fail.
+    unsafe { windows_sys::Win32::System::Threading::GetCurrentThreadId() as usize }
 }
 
 impl<T> OwnedMutex<T> {

@@ -1,9 +1,11 @@
-//! Thin helpers over `libc`: turn `-1` returns into `io::Error`.
+//! Thin helpers over the OS: turn `-1` returns into `io::Error`, word errors as CPython
+//! words them (`strerror` on POSIX, `FormatMessageW` on Windows), count forks (POSIX).
 
 use std::io;
 
 /// Calls a libc function (or `module::function` of another C library) and turns a `-1`
 /// return into the thread's `errno`.
+#[cfg(unix)]
 macro_rules! syscall {
     ($fn:ident ( $($arg:expr),* $(,)? )) => {
         $crate::sys::syscall!(libc::$fn($($arg),*))
@@ -19,6 +21,7 @@ macro_rules! syscall {
         }
     }};
 }
+#[cfg(unix)]
 pub(crate) use syscall;
 
 /// Converts a file descriptor number to the `c_int` the kernel takes.
@@ -39,6 +42,7 @@ pub fn is_interrupted(err: &io::Error) -> bool {
 }
 
 /// The C library's message for an errno, as `OSError.strerror` carries it.
+#[cfg(unix)]
 pub fn strerror(errno: i32) -> String {
     let mut buf = [0 as libc::c_char; 256];
     // SAFETY: the buffer is writable for its whole length; strerror_r NUL-terminates it.
@@ -51,14 +55,53 @@ pub fn strerror(errno: i32) -> String {
     text.to_string_lossy().into_owned()
 }
 
+/// The system's message for a Windows (or Winsock) error code, as
+/// `PyErr_SetExcFromWindowsErr` words it for `OSError.strerror`: `FormatMessageW` in the
+/// default language, trailing white space and dots removed, "Windows Error 0x.." without one.
+#[cfg(windows)]
+pub fn windows_error_message(code: i32) -> String {
+    use windows_sys::Win32::System::Diagnostics::Debug::{
+        FormatMessageW, FORMAT_MESSAGE_FROM_SYSTEM, FORMAT_MESSAGE_IGNORE_INSERTS,
+    };
+    // MAKELANGID(LANG_NEUTRAL, SUBLANG_DEFAULT), as CPython asks.
+    const LANG_NEUTRAL_SUBLANG_DEFAULT: u32 = 0x0400;
+    let mut buf = [0u16; 512];
+    // SAFETY: the buffer is writable for `buf.len()` UTF-16 units; no inserts are read.
+    let len = unsafe {
+        FormatMessageW(
+            FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS,
+            std::ptr::null(),
+            code as u32,
+            LANG_NEUTRAL_SUBLANG_DEFAULT,
+            buf.as_mut_ptr(),
+            buf.len() as u32,
+            std::ptr::null(),
+        )
+    };
+    let mut text = &buf[..(len as usize).min(buf.len())];
+    while let Some((&last, rest)) = text.split_last() {
+        if last > u16::from(b' ') && last != u16::from(b'.') {
+            break;
+        }
+        text = rest;
+    }
+    if len == 0 {
+        return format!("Windows Error 0x{:x}", code as u32);
+    }
+    String::from_utf16_lossy(text)
+}
+
+#[cfg(unix)]
 static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+#[cfg(unix)]
 extern "C" fn count_fork_in_child() {
     FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How many times this process is a `fork()` away from the one that first asked: lets a
 /// handle tell waits of its own process from those of threads a fork left behind.
+#[cfg(unix)]
 pub fn fork_generation() -> u64 {
     static HOOK: std::sync::Once = std::sync::Once::new();
     HOOK.call_once(|| {
@@ -68,10 +111,26 @@ pub fn fork_generation() -> u64 {
     FORKS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     #[test]
     fn strerror_names_the_error() {
         assert_eq!(super::strerror(libc::EBADF), "Bad file descriptor");
+    }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    #[test]
+    fn windows_error_message_is_worded_as_cpython_words_it() {
+        // WSAENOTSOCK, as in "[WinError 10038] An operation was attempted on something that
+        // is not a socket" (no final dot).
+        let text = super::windows_error_message(10038);
+        assert!(!text.ends_with('.') && !text.ends_with('\n'), "{text:?}");
+        assert!(!text.is_empty());
+        assert_eq!(
+            super::windows_error_message(0x7fff_0000),
+            "Windows Error 0x7fff0000"
+        );
     }
 }

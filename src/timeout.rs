@@ -257,13 +257,20 @@ pub fn to_millis_ceil(timeout: Timeout) -> libc::c_int {
     }
 }
 
-/// A timeout as the `timeval` of `select`, rounded up to microseconds.
-pub fn to_timeval_ceil(d: Duration) -> libc::timeval {
+/// A timeout as the seconds and microseconds of `select`'s `timeval`, rounded up to
+/// microseconds.
+pub fn timeval_parts_ceil(d: Duration) -> (u128, u32) {
     let us = d.as_nanos().div_ceil(1_000);
-    let secs = us / 1_000_000;
+    (us / 1_000_000, (us % 1_000_000) as u32)
+}
+
+/// A timeout as the `timeval` of POSIX `select`, rounded up to microseconds.
+#[cfg(unix)]
+pub fn to_timeval_ceil(d: Duration) -> libc::timeval {
+    let (secs, us) = timeval_parts_ceil(d);
     libc::timeval {
         tv_sec: libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX),
-        tv_usec: (us % 1_000_000) as libc::suseconds_t,
+        tv_usec: us as libc::suseconds_t,
     }
 }
 
@@ -293,8 +300,8 @@ mod tests {
 
     #[test]
     fn select_rounds_up_to_microseconds() {
-        let tv = to_timeval_ceil(select_nanos(1.0000001).unwrap());
-        assert_eq!((tv.tv_sec, tv.tv_usec), (1, 1));
+        let tv = timeval_parts_ceil(select_nanos(1.0000001).unwrap());
+        assert_eq!(tv, (1, 1));
         assert!(select_nanos(1e10).is_err());
         assert!(select_whole_seconds(10_000_000_000).is_err());
         assert_eq!(select_whole_seconds(2), Ok(Duration::from_secs(2)));

@@ -30,6 +30,7 @@ using these fixtures *error* (never skip).
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 
@@ -44,7 +45,13 @@ SLOW = os.environ.get("RSELECTORS_SLOW", "") not in ("", "0")
 
 def pytest_collection_modifyitems(config, items):
     """Soak-type tests (@pytest.mark.slow) run only with RSELECTORS_SLOW=1: .ci/run's "slow"
-    stage runs them, keeping `python -m pytest` on one interpreter to a few minutes."""
+    stage runs them, keeping `python -m pytest` on one interpreter to a few minutes.
+    On Windows, tests marked @pytest.mark.posix_only("what") skip, saying what they need."""
+    if sys.platform == "win32":
+        for item in items:
+            mark = item.get_closest_marker("posix_only")
+            if mark is not None:
+                item.add_marker(pytest.mark.skip(reason="POSIX only: " + mark.args[0]))
     if SLOW:
         return
     skip = pytest.mark.skip(reason="soak-type test: runs with RSELECTORS_SLOW=1 (.ci/run does)")

@@ -280,6 +280,7 @@ def sigalrm():
         signal.signal(signal.SIGALRM, old)
 
 
+@pytest.mark.posix_only("signal.setitimer and SIGALRM")
 @pytest.mark.parametrize("registered", [False, True], ids=["empty", "idle-fd"])
 def test_signal_handler_exception_propagates(kind, module, sigalrm, socketpair, closer, registered):
     sel = closer(_cls(module, kind)())
@@ -301,6 +302,7 @@ def test_signal_handler_exception_propagates(kind, module, sigalrm, socketpair, 
     assert sel.select(0) == []
 
 
+@pytest.mark.posix_only("signal.setitimer and SIGALRM")
 def test_signal_handler_exception_propagates_select_none(kind, module, sigalrm, socketpair, closer):
     """select(None) (infinite) must also be interruptible by a raising handler."""
     sel = closer(_cls(module, kind)())
@@ -326,6 +328,7 @@ def test_signal_handler_exception_propagates_select_none(kind, module, sigalrm, 
     assert elapsed < 1.0
 
 
+@pytest.mark.posix_only("signal.setitimer and SIGALRM")
 def test_signal_benign_handler_keeps_timeout(kind, module, sigalrm, socketpair, closer):
     """A handler firing every 50 ms during select(0.3): [] after >= 0.3 s, < 1.5 s."""
     sel = closer(_cls(module, kind)())
@@ -350,6 +353,7 @@ def test_signal_benign_handler_keeps_timeout(kind, module, sigalrm, socketpair, 
     assert hits[0] >= 2, "the handler did not run during select (hits=%d)" % hits[0]
 
 
+@pytest.mark.posix_only("signal.setitimer and SIGALRM")
 def test_signal_benign_handler_empty_selector(kind, module, sigalrm, closer):
     sel = closer(_cls(module, kind)())
     hits = [0]
@@ -370,6 +374,7 @@ def test_signal_benign_handler_empty_selector(kind, module, sigalrm, closer):
     assert hits[0] >= 1
 
 
+@pytest.mark.posix_only("signal.setitimer and SIGALRM")
 def test_signal_handler_runs_before_ready_result(kind, module, sigalrm, socketpair, closer):
     """Handler makes the fd readable: the interrupted select then reports it."""
     sel = closer(_cls(module, kind)())

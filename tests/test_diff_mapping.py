@@ -18,6 +18,7 @@ R, W, RW = 1, 2, 3
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.posix_only("a closed AF_UNIX socket's fd number")
 def test_get_key(differ):
     def scenario(side):
         sel = side.selector()
@@ -136,6 +137,7 @@ def test_get_map_mapping_protocol(differ):
     differ(scenario)
 
 
+@pytest.mark.posix_only("os.pipe() ends: Windows' select() takes sockets only")
 def test_get_map_live_view(differ):
     def scenario(side):
         sel = side.selector()
@@ -262,6 +264,7 @@ def test_bool_fd_epoll_with_fd1_socket(differential, fd1_is_socket):
     differential(scenario, None)
 
 
+@pytest.mark.posix_only("a closed AF_UNIX socket's fd number")
 def test_get_map_after_unregister_closed(differ):
     def scenario(side):
         sel = side.selector()
@@ -282,6 +285,7 @@ def test_get_map_after_unregister_closed(differ):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.posix_only("os.pipe() ends: Windows' select() takes sockets only")
 def test_close(differ):
     def scenario(side):
         sel = side.selector()

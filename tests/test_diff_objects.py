@@ -133,6 +133,7 @@ def test_unclosed_selector_releases_fd(module):
         os.fstat(fd)
 
 
+@pytest.mark.posix_only("reads /proc/self/fd")
 def test_fileno(differ):
     def scenario(side):
         sel = side.selector()

@@ -530,6 +530,7 @@ def test_register_events(differ, ev_id):
     differ(scenario)
 
 
+@pytest.mark.posix_only("os.pipe() ends: Windows' select() takes sockets only")
 def test_register_key_fields(differ):
     def scenario(side):
         sel = side.selector()
@@ -597,6 +598,7 @@ def test_register_regular_file(differ):
     differ(scenario)
 
 
+@pytest.mark.posix_only("a closed AF_UNIX socket's fd number")
 def test_register_bad_fd(differ):
     """Epoll: OSError EBADF for a closed fd and no key left; Poll/Select accept it."""
 
@@ -789,6 +791,7 @@ def test_unregister_after_fd_reuse(differ, kind):
     differ(scenario)
 
 
+@pytest.mark.posix_only("os.pipe() ends: Windows' select() takes sockets only")
 def test_unregister_fd_closed_and_reused_then_unregister_by_number(differ):
     """Epoll: EPOLL_CTL_DEL on a number now used by an unregistered fd -> ENOENT swallowed."""
 
@@ -1099,6 +1102,7 @@ def test_select_socketpair_readiness(differ):
     differ(scenario)
 
 
+@pytest.mark.posix_only("os.pipe() ends: Windows' select() takes sockets only")
 def test_select_pipes(differ):
     def scenario(side):
         sel = side.selector()
@@ -1118,6 +1122,7 @@ def test_select_pipes(differ):
     differ(scenario)
 
 
+@pytest.mark.posix_only("os.pipe() ends: Windows' select() takes sockets only")
 def test_select_pipe_reader_closed(differ):
     def scenario(side):
         sel = side.selector()
@@ -1209,6 +1214,7 @@ def test_select_many_ready(differ):
     differ(scenario)
 
 
+@pytest.mark.posix_only("a closed AF_UNIX socket's fd number")
 def test_select_closed_fd_still_registered(differ):
     """fd closed before unregister: Select EBADF, Poll POLLNVAL, Epoll silently dropped."""
 

@@ -9,6 +9,7 @@ every other name of the stdlib module to the stdlib's object.
 """
 
 import select
+import sys
 
 from . import _rselectors
 from ._install import _stdlib_module
@@ -55,9 +56,23 @@ class _Native:
             cls.get_key = BaseSelector.get_key
 
 
+# On Windows the stdlib's `SelectSelector._select` is a function of selectors.py around
+# `select.select`: `select(r, w, w, timeout)`, returning `r, w + x, []` (a failed connect()
+# shows in the exceptional set). Ours is the same function, and its wait the Winsock one.
+_WIN32_SELECT = _stdlib.SelectSelector._select if sys.platform == "win32" else None
+
+
 def _is_native(func):
     """True for the `select` module's own select/poll/epoll (not a green library's)."""
+    if func is not None and func is _WIN32_SELECT:
+        func = select.select
     return getattr(func, "__module__", None) == "select"
+
+
+# The bits the Rust side hands `_SelectCall` (POSIX's POLLIN and POLLOUT, the same numbers on
+# every platform; Windows' select module has no poll() and so no names for them).
+_POLLIN = getattr(select, "POLLIN", 1)
+_POLLOUT = getattr(select, "POLLOUT", 4)
 
 
 class _SelectCall:
@@ -80,16 +95,16 @@ class _SelectCall:
         self._fds.pop(fd, None)
 
     def poll(self, timeout_ms=None):
-        readers = [fd for fd, ev in self._fds.items() if ev & select.POLLIN]
-        writers = [fd for fd, ev in self._fds.items() if ev & select.POLLOUT]
+        readers = [fd for fd, ev in self._fds.items() if ev & _POLLIN]
+        writers = [fd for fd, ev in self._fds.items() if ev & _POLLOUT]
         timeout = None if timeout_ms is None else timeout_ms / 1000
         try:
             r, w, _ = self._selector._select(readers, writers, [], timeout)
         except InterruptedError:
             return []
-        events = dict.fromkeys(r, select.POLLIN)
+        events = dict.fromkeys(r, _POLLIN)
         for fd in w:
-            events[fd] = events.get(fd, 0) | select.POLLOUT
+            events[fd] = events.get(fd, 0) | _POLLOUT
         return list(events.items())
 
 
@@ -101,7 +116,8 @@ class _SelectCall:
 class SelectSelector(_rselectors.SelectSelector, _Native, BaseSelector):
     """Select-based selector."""
 
-    _select = select.select  # as in the stdlib (outside Windows): a plain attribute
+    # As in the stdlib: a plain attribute, or on Windows the stdlib's own function.
+    _select = select.select if _WIN32_SELECT is None else _WIN32_SELECT
 
     def __init__(self):
         if not _is_native(type(self)._select):
@@ -110,8 +126,8 @@ class SelectSelector(_rselectors.SelectSelector, _Native, BaseSelector):
 
 # As in the stdlib, a class exists where the `select` module has its mechanism: eventlet's
 # monkey_patch() deletes select.poll and select.epoll, and a module imported after it has
-# neither class.
-if hasattr(select, "poll"):
+# neither class. Windows has neither (nor a Rust PollSelector): SelectSelector is the default.
+if hasattr(select, "poll") and hasattr(_rselectors, "PollSelector"):
 
     class PollSelector(_rselectors.PollSelector, _Native, BaseSelector):
         """Poll-based selector."""

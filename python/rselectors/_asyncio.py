@@ -152,9 +152,12 @@ def _make_policy_class():
         if sys.version_info >= (3, 14):
             # What asyncio.DefaultEventLoopPolicy names, read without the warning asyncio
             # gives for that name: rselectors gives its own, pointing at the caller.
-            from asyncio import unix_events
+            if sys.platform == "win32":
+                from asyncio import windows_events as platform_events
+            else:
+                from asyncio import unix_events as platform_events
 
-            base = unix_events._DefaultEventLoopPolicy
+            base = platform_events._DefaultEventLoopPolicy
         else:
             base = asyncio.DefaultEventLoopPolicy
         # Made with type() rather than a class statement in this function, which

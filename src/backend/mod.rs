@@ -6,11 +6,16 @@
 //! a snapshot of the fd sets — and `end_wait` takes the reusable parts back.
 
 use std::io;
+#[cfg(unix)]
 use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::sys::FdTooLarge;
 use crate::timeout::Timeout;
+
+/// What `fileno()` returns for a mechanism with an OS handle (none has one on Windows).
+#[cfg(windows)]
+type RawFd = i32;
 
 #[cfg(epoll)]
 pub mod epoll;
@@ -20,6 +25,7 @@ mod event_queue;
 mod handle;
 #[cfg(kqueue)]
 pub mod kqueue;
+#[cfg(unix)]
 pub mod poll;
 pub mod select;
 
@@ -35,7 +41,8 @@ pub enum Error {
     Os(io::Error),
     /// The fd does not fit in a C `int` (`OverflowError`).
     FdTooLarge,
-    /// `select()` cannot watch an fd at or above `FD_SETSIZE` (`ValueError`).
+    /// `select()` cannot take the fd sets (`ValueError`): on POSIX an fd at or above
+    /// `FD_SETSIZE`, on Windows more sockets in one set than its `FD_SETSIZE` (512).
     FdOutOfRange,
     /// The OS handle (named: "epoll", "kqueue") was closed by `close()` (`ValueError`).
     Closed(&'static str),
@@ -100,6 +107,7 @@ pub trait Wait: Send {
 
 /// The stdlib's mapping of `poll`/`epoll` bits: anything but "readable" counts as writable and
 /// anything but "writable" as readable, so hang-ups and errors wake both kinds of waiter.
+#[cfg(unix)]
 fn poll_like_events(revents: u32, readable: u32, writable: u32) -> u8 {
     let mut events = 0;
     if revents & !readable != 0 {
@@ -117,6 +125,7 @@ pub enum AnyBackend {
     Epoll(epoll::Epoll),
     #[cfg(kqueue)]
     Kqueue(kqueue::Kqueue),
+    #[cfg(unix)]
     Poll(poll::Poll),
     Select(select::Select),
 }
@@ -129,6 +138,7 @@ pub enum AnyWait {
     Epoll(event_queue::EventWait<epoll::EpollCalls>),
     #[cfg(kqueue)]
     Kqueue(event_queue::EventWait<kqueue::KqueueFilters>),
+    #[cfg(unix)]
     Poll(poll::PollWait),
     Select(select::SelectWait),
 }
@@ -141,6 +151,7 @@ macro_rules! dispatch {
             $enum::Epoll($b) => $call,
             #[cfg(kqueue)]
             $enum::Kqueue($b) => $call,
+            #[cfg(unix)]
             $enum::Poll($b) => $call,
             $enum::Select($b) => $call,
         }
@@ -168,6 +179,7 @@ impl Backend for AnyBackend {
             AnyBackend::Epoll(b) => AnyWait::Epoll(b.begin_wait(max_events)?),
             #[cfg(kqueue)]
             AnyBackend::Kqueue(b) => AnyWait::Kqueue(b.begin_wait(max_events)?),
+            #[cfg(unix)]
             AnyBackend::Poll(b) => AnyWait::Poll(b.begin_wait(max_events)?),
             AnyBackend::Select(b) => AnyWait::Select(b.begin_wait(max_events)?),
         })
@@ -179,8 +191,11 @@ impl Backend for AnyBackend {
             (AnyBackend::Epoll(b), AnyWait::Epoll(w)) => b.end_wait(w),
             #[cfg(kqueue)]
             (AnyBackend::Kqueue(b), AnyWait::Kqueue(w)) => b.end_wait(w),
+            #[cfg(unix)]
             (AnyBackend::Poll(b), AnyWait::Poll(w)) => b.end_wait(w),
             (AnyBackend::Select(b), AnyWait::Select(w)) => b.end_wait(w),
+            // Windows has one backend, so no mismatch to ignore.
+            #[allow(unreachable_patterns)]
             _ => {}
         }
     }
@@ -213,10 +228,34 @@ mod tests;
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use socket2::{Domain, Socket, Type};
+    use socket2::Socket;
 
     /// A connected pair of Unix stream sockets.
+    #[cfg(unix)]
     pub fn socket_pair() -> (Socket, Socket) {
+        use socket2::{Domain, Type};
         Socket::pair(Domain::UNIX, Type::STREAM, None).expect("socketpair")
+    }
+
+    /// A connected pair of TCP sockets on the loopback (Winsock has no socketpair).
+    #[cfg(windows)]
+    pub fn socket_pair() -> (Socket, Socket) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let a = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let (b, _) = listener.accept().expect("accept");
+        (a.into(), b.into())
+    }
+
+    /// The number a selector registers for `socket`: its fd.
+    #[cfg(unix)]
+    pub fn raw(socket: &Socket) -> u64 {
+        std::os::fd::AsRawFd::as_raw_fd(socket) as u64
+    }
+
+    /// The number a selector registers for `socket`: its SOCKET handle, as CPython's
+    /// `socket.fileno()` returns it.
+    #[cfg(windows)]
+    pub fn raw(socket: &Socket) -> u64 {
+        std::os::windows::io::AsRawSocket::as_raw_socket(socket)
     }
 }

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use super::test_support::socket_pair;
+use super::test_support::{raw, socket_pair};
 use super::{Backend, Error, Wait, READ, WRITE};
 use crate::timeout::Timeout;
 
@@ -34,7 +33,7 @@ fn now<B: Backend>(backend: &mut B) -> Result<Ready, Error> {
 
 fn reports_readable_and_writable<B: Backend>(mut backend: B) {
     let (mut a, b) = socket_pair();
-    let bfd = b.as_raw_fd() as u64;
+    let bfd = raw(&b);
     backend.add(bfd, READ).unwrap();
     assert!(ready(&mut backend, Some(Duration::ZERO)).is_empty());
     a.write_all(b"x").unwrap();
@@ -45,12 +44,14 @@ fn reports_readable_and_writable<B: Backend>(mut backend: B) {
     backend.modify(bfd, READ | WRITE).unwrap();
     assert_eq!(ready(&mut backend, None), [(bfd, READ | WRITE)].into());
     backend.remove(bfd).unwrap();
+    // Something left to watch: Winsock's select() refuses three empty sets (WSAEINVAL).
+    backend.add(raw(&a), READ).unwrap();
     assert!(ready(&mut backend, Some(Duration::from_millis(1))).is_empty());
 }
 
 fn poll_now_reports_what_a_wait_reports<B: Backend>(mut backend: B) {
     let (mut a, b) = socket_pair();
-    let bfd = b.as_raw_fd() as u64;
+    let bfd = raw(&b);
     backend.add(bfd, READ | WRITE).unwrap();
     assert_eq!(now(&mut backend).unwrap(), [(bfd, WRITE)].into());
     a.write_all(b"x").unwrap();
@@ -95,7 +96,7 @@ fn a_huge_fd_is_refused<B: Backend>(mut backend: B) {
 /// timeouts below, at and above a millisecond (sub-millisecond ones are kept, #14).
 fn a_wait_never_returns_early<B: Backend>(mut backend: B) {
     let (_a, b) = socket_pair();
-    backend.add(b.as_raw_fd() as u64, READ).unwrap();
+    backend.add(raw(&b), READ).unwrap();
     for us in [1, 10, 50, 300, 1500] {
         let asked = Duration::from_micros(us);
         let start = std::time::Instant::now();
@@ -108,7 +109,7 @@ fn a_wait_never_returns_early<B: Backend>(mut backend: B) {
 /// before it set going (epoll's timerfd, whose event is never reported nor takes that room).
 fn a_one_event_wait_reports_the_ready_fd_after_sub_ms_waits<B: Backend>(mut backend: B) {
     let (mut a, b) = socket_pair();
-    let bfd = b.as_raw_fd() as u64;
+    let bfd = raw(&b);
     backend.add(bfd, READ).unwrap();
     for _ in 0..3 {
         assert!(ready(&mut backend, Some(Duration::from_micros(200))).is_empty());
@@ -133,7 +134,7 @@ fn a_one_event_wait_reports_the_ready_fd_after_sub_ms_waits<B: Backend>(mut back
 fn a_ready_fd_is_not_starved_when_more_are_ready_than_asked<B: Backend>(mut backend: B) {
     let (mut a, b) = socket_pair();
     let (mut c, d) = socket_pair();
-    let (bfd, dfd) = (b.as_raw_fd() as u64, d.as_raw_fd() as u64);
+    let (bfd, dfd) = (raw(&b), raw(&d));
     backend.add(bfd, READ).unwrap();
     backend.add(dfd, READ).unwrap();
     for _ in 0..3 {
@@ -198,5 +199,6 @@ macro_rules! backend_tests {
 backend_tests!(epoll, crate::backend::epoll::Epoll::new().unwrap());
 #[cfg(kqueue)]
 backend_tests!(kqueue, crate::backend::kqueue::Kqueue::new().unwrap());
+#[cfg(unix)]
 backend_tests!(poll, crate::backend::poll::Poll::new());
 backend_tests!(select, crate::backend::select::Select::new());

@@ -223,7 +223,15 @@ fn exact_i64(obj: &Bound<'_, PyAny>) -> Option<i64> {
 /// The OSError CPython would raise for this errno (its subclass picked by errno).
 pub fn os_error(err: &std::io::Error) -> PyErr {
     match err.raw_os_error() {
+        #[cfg(unix)]
         Some(errno) => PyOSError::new_err((errno, sys::strerror(errno))),
+        // `PyErr_SetExcFromWindowsErr`'s arguments: OSError derives `errno` (and so the
+        // subclass) from the `winerror` it is given.
+        #[cfg(windows)]
+        Some(code) => {
+            let message = sys::windows_error_message(code);
+            PyOSError::new_err((0, message, None::<i32>, code, None::<i32>))
+        }
         None => PyOSError::new_err(err.to_string()),
     }
 }
@@ -232,7 +240,10 @@ pub fn backend_error(err: Error) -> PyErr {
     match err {
         Error::Os(e) => os_error(&e),
         Error::FdTooLarge => PyOverflowError::new_err("Python int too large to convert to C int"),
+        #[cfg(unix)]
         Error::FdOutOfRange => PyValueError::new_err("filedescriptor out of range in select()"),
+        #[cfg(windows)]
+        Error::FdOutOfRange => PyValueError::new_err("too many file descriptors in select()"),
         Error::Closed(what) => {
             PyValueError::new_err(format!("I/O operation on closed {what} object"))
         }
@@ -452,7 +463,7 @@ fn refused_by_stdlib(
         Kind::Poll => {
             // poll() reports a never-open fd as POLLNVAL at once.
             let poller = select.call_method0("poll")?;
-            poller.call_method1("register", (NEVER_OPEN_FD, libc::POLLIN))?;
+            poller.call_method1("register", (NEVER_OPEN_FD, select.getattr("POLLIN")?))?;
             poller.call_method1("poll", (value,)).map(drop)
         }
         Kind::Epoll | Kind::Kqueue => {

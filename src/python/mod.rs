@@ -20,7 +20,9 @@ use mapping::SelectorMapping;
 use selector::EpollSelector;
 #[cfg(kqueue)]
 use selector::KqueueSelector;
-use selector::{PollSelector, SelectSelector, SelectorBase};
+#[cfg(unix)]
+use selector::PollSelector;
+use selector::{SelectSelector, SelectorBase};
 
 const MODULE: &str = "rselectors";
 /// Whether the running CPython's tuples cache their hash (3.14+), set at import.
@@ -236,6 +238,7 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Whether that KqueueSelector runs on libkqueue (Linux) rather than a kernel's kqueue.
     #[cfg(kqueue)]
     m.add("_ON_LIBKQUEUE", cfg!(libkqueue))?;
+    #[cfg(unix)]
     m.add_class::<PollSelector>()?;
     m.add_class::<SelectSelector>()?;
     m.add_class::<SelectorMapping>()?;

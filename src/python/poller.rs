@@ -11,8 +11,16 @@ use crate::backend::{READ, WRITE};
 use crate::timeout::{to_millis_ceil, Timeout};
 
 /// `select.POLLIN`/`EPOLLIN` and `POLLOUT`/`EPOLLOUT`: the same numbers for both classes.
+#[cfg(unix)]
 const IN: i64 = libc::POLLIN as i64;
+#[cfg(unix)]
 const OUT: i64 = libc::POLLOUT as i64;
+/// Windows has no poll(): the only poller there is SelectSelector's `_SelectCall`
+/// (`python/rselectors/__init__.py`), which takes POSIX's numbers.
+#[cfg(windows)]
+const IN: i64 = 1;
+#[cfg(windows)]
+const OUT: i64 = 4;
 
 pub struct CustomPoller(Py<PyAny>);
 

@@ -22,7 +22,9 @@ use super::convert::{
 };
 use super::poller::CustomPoller;
 use super::{new_key, BlankKey, SELECTOR_MAPPING};
-use crate::backend::{poll::Poll, select::Select, AnyBackend, Backend, Wait};
+#[cfg(unix)]
+use crate::backend::poll::Poll;
+use crate::backend::{select::Select, AnyBackend, Backend, Wait};
 use crate::lock::{OwnedGuard, OwnedMutex, Reentered};
 use crate::selector::Selector;
 use crate::sys::is_interrupted;
@@ -119,9 +121,12 @@ impl SelectorBase {
             Kind::Kqueue => {
                 AnyBackend::Kqueue(crate::backend::kqueue::Kqueue::new().map_err(|e| os_error(&e))?)
             }
-            #[allow(unreachable_patterns)]
-            Kind::Epoll | Kind::Kqueue => unreachable!("no such class on this platform"),
+            #[cfg(unix)]
             Kind::Poll => AnyBackend::Poll(Poll::new()),
+            #[allow(unreachable_patterns)]
+            Kind::Epoll | Kind::Kqueue | Kind::Poll => {
+                unreachable!("no such class on this platform")
+            }
             Kind::Select => AnyBackend::Select(Select::new()),
         };
         Ok(SelectorBase {
@@ -613,6 +618,8 @@ impl SelectorBase {
             let mut watched = Vec::new();
             {
                 let state = self.lock()?;
+                // The only backend on Windows.
+                #[allow(irrefutable_let_patterns)]
                 let AnyBackend::Select(backend) = state.core.backend() else {
                     return Ok(());
                 };
@@ -718,6 +725,7 @@ impl SelectorBase {
     }
 
     /// `fileno()` of the selectors with an OS handle: the epoll or kqueue fd.
+    #[cfg(any(epoll, kqueue))]
     fn os_fileno(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         if let Some(poller) = self.poller.get() {
             return poller.call0(py, "fileno");
@@ -1152,6 +1160,7 @@ selector_class!(
         slf.as_super().get().os_fileno(slf.py())
     }
 );
+#[cfg(unix)]
 selector_class!(
     PollSelector,
     "PollSelector",
