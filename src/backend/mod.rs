@@ -87,6 +87,10 @@ pub trait Backend: Send {
     fn fileno(&self) -> Option<Result<RawFd>> {
         None
     }
+    /// What `fd` is watched for, where the mechanism keeps that in user space (select).
+    fn interest(&self, _fd: u64) -> Option<u8> {
+        None
+    }
 }
 
 /// One wait in flight, owned by the waiting thread.
@@ -109,6 +113,54 @@ fn poll_like_events(revents: u32, readable: u32, writable: u32) -> u8 {
         events |= READ;
     }
     events
+}
+
+/// Which mechanism: `AnyBackend`'s variants without their state. The binding keeps it beside
+/// the lock, since each stdlib class has rules of its own (timeouts, call order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    #[cfg(epoll)]
+    Epoll,
+    #[cfg(kqueue)]
+    Kqueue,
+    Poll,
+    Select,
+}
+
+impl Kind {
+    /// `_PollLikeSelector`'s subclasses (poll, epoll): `modify()` changes the OS registration
+    /// in place, and the fd goes through the select module's fd conversion on every change.
+    pub fn is_poll_like(self) -> bool {
+        match self {
+            #[cfg(epoll)]
+            Kind::Epoll => true,
+            Kind::Poll => true,
+            _ => false,
+        }
+    }
+
+    /// epoll: its handle, `fileno()`, and a wait with a maximum number of events.
+    pub fn is_epoll(self) -> bool {
+        match self {
+            #[cfg(epoll)]
+            Kind::Epoll => true,
+            _ => false,
+        }
+    }
+
+    /// kqueue: a read and a write filter per fd, registered one at a time.
+    pub fn is_kqueue(self) -> bool {
+        match self {
+            #[cfg(kqueue)]
+            Kind::Kqueue => true,
+            _ => false,
+        }
+    }
+
+    /// A mechanism with an OS handle of its own (epoll, kqueue), which `close()` closes.
+    pub fn has_handle(self) -> bool {
+        self.is_epoll() || self.is_kqueue()
+    }
 }
 
 /// The mechanism a selector was built on, chosen at construction.
@@ -147,6 +199,20 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyBackend {
+    /// A new backend of `kind` (epoll and kqueue open their OS handle).
+    pub fn open(kind: Kind) -> io::Result<Self> {
+        Ok(match kind {
+            #[cfg(epoll)]
+            Kind::Epoll => AnyBackend::Epoll(epoll::Epoll::new()?),
+            #[cfg(kqueue)]
+            Kind::Kqueue => AnyBackend::Kqueue(kqueue::Kqueue::new()?),
+            Kind::Poll => AnyBackend::Poll(poll::Poll::new()),
+            Kind::Select => AnyBackend::Select(select::Select::new()),
+        })
+    }
+}
+
 impl Backend for AnyBackend {
     type Wait = AnyWait;
 
@@ -181,7 +247,14 @@ impl Backend for AnyBackend {
             (AnyBackend::Kqueue(b), AnyWait::Kqueue(w)) => b.end_wait(w),
             (AnyBackend::Poll(b), AnyWait::Poll(w)) => b.end_wait(w),
             (AnyBackend::Select(b), AnyWait::Select(w)) => b.end_wait(w),
-            _ => {}
+            // A wait is begun and ended on the one backend a selector has for its life, so
+            // this cannot happen; were it to, the wait's in-flight count would never drop
+            // (a closed handle would stay open): say so in debug builds, and drop the wait.
+            #[allow(unreachable_patterns)]
+            (_, wait) => {
+                debug_assert!(false, "a wait ended on a backend of another kind");
+                drop(wait);
+            }
         }
     }
 
@@ -195,6 +268,10 @@ impl Backend for AnyBackend {
 
     fn fileno(&self) -> Option<Result<RawFd>> {
         dispatch!(self, AnyBackend, b => b.fileno())
+    }
+
+    fn interest(&self, fd: u64) -> Option<u8> {
+        dispatch!(self, AnyBackend, b => Backend::interest(b, fd))
     }
 }
 
