@@ -22,6 +22,8 @@ mod handle;
 pub mod kqueue;
 pub mod poll;
 pub mod select;
+#[cfg(epoll)]
+mod timerfd;
 
 /// `selectors.EVENT_READ`.
 pub const READ: u8 = 1;
