@@ -45,10 +45,19 @@ impl HandleFds for EpollFds {
         self.epfd.as_raw_fd()
     }
 
-    fn all_fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.epfd.as_raw_fd()];
-        fds.extend(self.registered_timer().map(|t| t.fd.as_raw_fd()));
-        fds
+    unsafe fn reown(&self) -> Self {
+        // SAFETY: the fds are open, and the caller leaks `self`: each new owner is the only
+        // one. The fork generation stays the creator's, so the child never arms the timer.
+        let own = |fd: &OwnedFd| unsafe { OwnedFd::from_raw_fd(fd.as_raw_fd()) };
+        let timer = OnceLock::new();
+        if let Some(t) = self.timer.get() {
+            let _ = timer.set(t.as_ref().map(|t| Timer::adopt(own(&t.fd))));
+        }
+        EpollFds {
+            epfd: own(&self.epfd),
+            timer,
+            generation: self.generation,
+        }
     }
 }
 

@@ -250,8 +250,8 @@ impl Backend for AnyBackend {
             (AnyBackend::Poll(b), AnyWait::Poll(w)) => b.end_wait(w),
             (AnyBackend::Select(b), AnyWait::Select(w)) => b.end_wait(w),
             // A wait is begun and ended on the one backend a selector has for its life, so
-            // this cannot happen; were it to, the wait's in-flight count would never drop
-            // (a closed handle would stay open): say so in debug builds, and drop the wait.
+            // this cannot happen; were it to, only the buffer's reuse is lost (the wait's
+            // reference to the OS handle goes with it): say so in debug builds.
             #[allow(unreachable_patterns)]
             (_, wait) => {
                 debug_assert!(false, "a wait ended on a backend of another kind");

@@ -37,10 +37,7 @@ impl Timer {
             fd.as_raw_fd(),
             &mut event
         ))?;
-        Ok(Timer {
-            fd,
-            busy: AtomicBool::new(false),
-        })
+        Ok(Timer::adopt(fd))
     }
 
     /// Takes the timer if no other wait holds it and arms it for `at`; false leaves the wait
@@ -49,6 +46,14 @@ impl Timer {
     /// on every such wake-up, while the expiry left over wakes at most one later wait, once,
     /// which then waits on (any wait may see a timer event that is not its own), and the next
     /// arming discards it.
+    /// A timer around `fd`, already in its epoll set, held by no wait.
+    pub fn adopt(fd: OwnedFd) -> Self {
+        Timer {
+            fd,
+            busy: AtomicBool::new(false),
+        }
+    }
+
     pub fn take(&self, at: libc::timespec) -> bool {
         if self
             .busy
