@@ -1,4 +1,5 @@
-//! Thin helpers over `libc`: turn `-1` returns into `io::Error`.
+//! What the core needs of the OS beyond one mechanism: the `syscall!` macro (a `-1` return
+//! into `io::Error`), fd conversion, errno text, EINTR, and a counter of `fork()`s.
 
 use std::io;
 
