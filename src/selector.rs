@@ -2,8 +2,12 @@
 //! registrations, with the stdlib's rules for failures. Knows nothing of Python; `K` is
 //! whatever the binding stores per registration.
 
-use crate::backend::{Backend, Error};
+use std::io;
+
+use crate::backend::{Backend, Error, Wait};
+use crate::sys::is_interrupted;
 use crate::table::KeyTable;
+use crate::timeout::{self, Deadline, Remaining, Timeout};
 
 pub struct Selector<B, K> {
     keys: KeyTable<K>,
@@ -16,6 +20,10 @@ pub enum RegisterError<K> {
     Backend(Error, K),
 }
 
+/// The stdlib's `register`, `modify` and `unregister` are steps with user code between them
+/// (`events & EVENT_READ`, `fileno()` again, `__eq__`): the binding calls the steps in the
+/// stdlib's order and runs that code between them, without the selector's lock. `register`
+/// is those steps in one go, for callers with no code to run between them.
 impl<B: Backend, K> Selector<B, K> {
     pub fn new(backend: B) -> Self {
         Selector {
@@ -33,20 +41,40 @@ impl<B: Backend, K> Selector<B, K> {
         self.keys.get_mut(fd)
     }
 
-    pub fn backend(&self) -> &B {
-        &self.backend
-    }
-
     /// Adds the key, then the OS registration; if the OS refuses, the key goes too.
     pub fn register(&mut self, fd: u64, interest: u8, key: K) -> Result<(), RegisterError<K>> {
-        self.keys
-            .insert(fd, key)
+        self.insert_key(fd, key)
             .map_err(RegisterError::AlreadyRegistered)?;
-        if let Err(err) = self.backend.add(fd, interest) {
-            let key = self.keys.remove(fd).expect("just inserted");
+        if let Err(err) = self.watch(fd, interest) {
+            let key = self.undo(fd).expect("just inserted");
             return Err(RegisterError::Backend(err, key));
         }
         Ok(())
+    }
+
+    /// Register's first step: the key goes in, with no OS registration yet (the stdlib puts
+    /// the key in its dict, then computes the OS events: code that may see the key).
+    pub fn insert_key(&mut self, fd: u64, key: K) -> Result<(), K> {
+        self.keys.insert(fd, key)
+    }
+
+    /// Register's second step: the OS registration of a key already inserted. If the OS
+    /// refuses, the caller takes the key back with `undo`.
+    pub fn watch(&mut self, fd: u64, interest: u8) -> Result<(), Error> {
+        self.backend.add(fd, interest)
+    }
+
+    /// Changes what the OS watches for a registered fd. If the OS refuses, the caller takes
+    /// the key back with `undo`, as after a refused `watch`.
+    pub fn modify_interest(&mut self, fd: u64, interest: u8) -> Result<(), Error> {
+        self.backend.modify(fd, interest)
+    }
+
+    /// The stdlib's `super().unregister(fileobj)` after the OS refused a registration or a
+    /// change: the key goes, and no OS call is made (there is nothing to remove). The binding
+    /// finds `fd` again through `fileno()` first, as the stdlib does.
+    pub fn undo(&mut self, fd: u64) -> Option<K> {
+        self.keys.remove(fd)
     }
 
     /// Removes the key and the OS registration. The OS may have forgotten the fd already
@@ -55,30 +83,6 @@ impl<B: Backend, K> Selector<B, K> {
         let key = self.keys.remove(fd)?;
         let _ = self.backend.remove(fd);
         Some(key)
-    }
-
-    /// Changes what the OS watches for a registered fd. On failure the key stays: the
-    /// stdlib drops it through `unregister(fileobj)`, which the binding calls (it runs
-    /// Python code: `fileno()` again).
-    pub fn modify_interest(&mut self, fd: u64, interest: u8) -> Result<(), Error> {
-        self.backend.modify(fd, interest)
-    }
-
-    /// Adds a key with no OS registration: the stdlib's `register` puts the key in its dict
-    /// first, then computes the OS events (Python code that may see the key), then calls
-    /// `watch`.
-    pub fn insert_key(&mut self, fd: u64, key: K) -> Result<(), K> {
-        self.keys.insert(fd, key)
-    }
-
-    /// Adds the OS registration of a key already inserted.
-    pub fn watch(&mut self, fd: u64, interest: u8) -> Result<(), Error> {
-        self.backend.add(fd, interest)
-    }
-
-    /// Removes a key, leaving any OS registration alone.
-    pub fn remove_key(&mut self, fd: u64) -> Option<K> {
-        self.keys.remove(fd)
     }
 
     /// `self._fd_to_key[fd] = key`: replaces the key of `fd` in place, or adds it when a
@@ -93,6 +97,16 @@ impl<B: Backend, K> Selector<B, K> {
                 None
             }
         }
+    }
+
+    /// What the OS watches `fd` for, where the mechanism keeps that in user space (select).
+    pub fn interest(&self, fd: u64) -> Option<u8> {
+        self.backend.interest(fd)
+    }
+
+    /// The OS handle (`epoll` fd), when the mechanism has one: an error once closed.
+    pub fn fileno(&self) -> Option<Result<crate::backend::RawFd, Error>> {
+        self.backend.fileno()
     }
 
     /// Forgets every key (handed back for dropping) and releases the OS handle.
@@ -122,6 +136,46 @@ impl<B: Backend, K> Selector<B, K> {
                 f(fd, key, events);
             }
         })
+    }
+}
+
+/// How a wait with retries ended, when it did not find ready fds.
+pub enum WaitFailed<E> {
+    /// The system call failed, with something other than EINTR.
+    Os(io::Error),
+    /// `interrupted` said to stop (a signal handler raised).
+    Stopped(E),
+}
+
+/// PEP 475 around one wait: `call(wait, timeout)` makes the system call (the binding runs it
+/// without the GIL, and may refuse a retry with an error of its own); after EINTR
+/// `interrupted()` runs the signal handlers (an error stops the wait), then, unless the time
+/// is up, `call` is made again for what is left of `timeout`, with the stdlib's rounding for
+/// `poll_like` waits. `Ok(true)`: the call returned (`for_each_ready` has the fds);
+/// `Ok(false)`: the time ran out between retries, nothing ready.
+pub fn wait_with_retries<W: Wait, E>(
+    wait: &mut W,
+    timeout: Timeout,
+    poll_like: bool,
+    mut call: impl FnMut(&mut W, Timeout) -> Result<(), WaitFailed<E>>,
+    mut interrupted: impl FnMut() -> Result<(), E>,
+) -> Result<bool, WaitFailed<E>> {
+    let deadline = Deadline::after(timeout);
+    let mut left = timeout;
+    loop {
+        match call(wait, left) {
+            Ok(()) => return Ok(true),
+            Err(WaitFailed::Os(err)) if is_interrupted(&err) => {
+                interrupted().map_err(WaitFailed::Stopped)?;
+                left = match deadline.remaining() {
+                    Remaining::Forever => None,
+                    Remaining::Left(d) if poll_like => Some(timeout::poll_like_retry(d)),
+                    Remaining::Left(d) => Some(d),
+                    Remaining::Expired => return Ok(false),
+                };
+            }
+            Err(err) => return Err(err),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Thin helpers over the OS: turn `-1` returns into `io::Error`, word errors as CPython
-//! words them (`strerror` on POSIX, `FormatMessageW` on Windows), count forks (POSIX).
+//! What the core needs of the OS beyond one mechanism: the `syscall!` macro (a `-1` return
+//! into `io::Error`; POSIX), fd conversion, error text as CPython words it (`strerror` on
+//! POSIX, `FormatMessageW` on Windows), EINTR, and a counter of `fork()`s (POSIX).
 
 use std::io;
 

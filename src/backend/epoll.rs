@@ -12,12 +12,12 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::event_queue::{EventQueue, Mechanism};
 use super::handle::{HandleFds, OsHandle};
+use super::timerfd::{monotonic_after, Timer, TIMER_TAG};
 use super::{poll_like_events, Result};
 use crate::sys::{fork_generation, syscall, to_raw_fd};
 use crate::timeout::{self, to_millis_ceil, Timeout};
@@ -28,10 +28,6 @@ pub type Epoll = EventQueue<EpollCalls>;
 /// epoll's registration calls and wait. It keeps no state of its own: the timerfd belongs
 /// with the epoll fd, in `EpollFds`, and a wait's hold on it in `TimerHold`.
 pub struct EpollCalls;
-
-/// The `epoll_event.u64` of the timerfd's registration: user fds are tagged with their
-/// number, a C `int`, so none has this one.
-const TIMER_TAG: u64 = u64::MAX;
 
 /// The epoll fd and the timerfd that may join it, closed together.
 pub struct EpollFds {
@@ -44,21 +40,24 @@ pub struct EpollFds {
     generation: u64,
 }
 
-struct Timer {
-    fd: OwnedFd,
-    /// Held by the one wait that armed it.
-    busy: AtomicBool,
-}
-
 impl HandleFds for EpollFds {
     fn main_fd(&self) -> RawFd {
         self.epfd.as_raw_fd()
     }
 
-    fn all_fds(&self) -> Vec<RawFd> {
-        let mut fds = vec![self.epfd.as_raw_fd()];
-        fds.extend(self.registered_timer().map(|t| t.fd.as_raw_fd()));
-        fds
+    unsafe fn reown(&self) -> Self {
+        // SAFETY: the fds are open, and the caller leaks `self`: each new owner is the only
+        // one. The fork generation stays the creator's, so the child never arms the timer.
+        let own = |fd: &OwnedFd| unsafe { OwnedFd::from_raw_fd(fd.as_raw_fd()) };
+        let timer = OnceLock::new();
+        if let Some(t) = self.timer.get() {
+            let _ = timer.set(t.as_ref().map(|t| Timer::adopt(own(&t.fd))));
+        }
+        EpollFds {
+            epfd: own(&self.epfd),
+            timer,
+            generation: self.generation,
+        }
     }
 }
 
@@ -81,94 +80,6 @@ impl EpollFds {
         self.timer
             .get_or_init(|| Timer::new(self.epfd.as_raw_fd()).ok())
             .as_ref()
-    }
-}
-
-impl Timer {
-    fn new(epfd: RawFd) -> io::Result<Self> {
-        let fd = syscall!(timerfd_create(
-            libc::CLOCK_MONOTONIC,
-            libc::TFD_CLOEXEC | libc::TFD_NONBLOCK
-        ))?;
-        // SAFETY: timerfd_create just returned this fd and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // Edge-triggered: each expiry is reported once, to one wait, and needs no read().
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-            u64: TIMER_TAG,
-        };
-        syscall!(epoll_ctl(
-            epfd,
-            libc::EPOLL_CTL_ADD,
-            fd.as_raw_fd(),
-            &mut event
-        ))?;
-        Ok(Timer {
-            fd,
-            busy: AtomicBool::new(false),
-        })
-    }
-
-    /// Takes the timer if no other wait holds it and arms it for `at`; false leaves the wait
-    /// to its own timeout. A holder releases it with `release`, which does not disarm it: a
-    /// wait that an fd ended first leaves it armed, since disarming would cost a system call
-    /// on every such wake-up, while the expiry left over wakes at most one later wait, once,
-    /// which then waits on (any wait may see a timer event that is not its own), and the next
-    /// arming discards it.
-    fn take(&self, at: libc::timespec) -> bool {
-        if self
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        if set_timer(&self.fd, at).is_err() {
-            self.release();
-            return false;
-        }
-        true
-    }
-
-    fn release(&self) {
-        self.busy.store(false, Ordering::Release);
-    }
-}
-
-/// Sets the timerfd `fd` to expire at `at` on CLOCK_MONOTONIC. Its count of expiries goes back
-/// to 0, so an expiry not yet reported is not reported.
-fn set_timer(fd: &OwnedFd, at: libc::timespec) -> io::Result<()> {
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: at,
-    };
-    syscall!(timerfd_settime(
-        fd.as_raw_fd(),
-        libc::TFD_TIMER_ABSTIME,
-        &spec,
-        std::ptr::null_mut()
-    ))?;
-    Ok(())
-}
-
-/// CLOCK_MONOTONIC (the clock of `Instant`) `d` from now, never earlier.
-fn monotonic_after(d: Duration) -> libc::timespec {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let ns = now.tv_nsec as u64 + u64::from(d.subsec_nanos());
-    let secs = d.as_secs().saturating_add(ns / 1_000_000_000);
-    libc::timespec {
-        tv_sec: now
-            .tv_sec
-            .saturating_add(libc::time_t::try_from(secs).unwrap_or(libc::time_t::MAX)),
-        tv_nsec: (ns % 1_000_000_000) as _,
     }
 }
 
@@ -410,6 +321,7 @@ mod tests {
     use super::*;
     use crate::backend::test_support::socket_pair;
     use crate::backend::tests::ready;
+    use crate::backend::timerfd::set_timer;
     use crate::backend::{Backend, Error, Wait, READ, WRITE};
     use socket2::Socket;
     use std::io::Write;

@@ -131,7 +131,8 @@ impl<M: Mechanism> Backend for EventQueue<M> {
 
     fn end_wait(&mut self, mut wait: EventWait<M>) {
         M::end_wait(&wait.queue.fd, &mut wait.state);
-        self.queue.give_back(wait.queue);
+        // The wait's reference to the fds goes with it.
+        drop(wait.queue);
         if wait.events.capacity() > self.spare.capacity() {
             self.spare = wait.events;
         }

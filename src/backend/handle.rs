@@ -1,13 +1,15 @@
 //! The OS handle of an epoll or kqueue selector, lent to waits in flight.
 //!
 //! `close()` must not free an fd a wait in another thread still sleeps on (the number could
-//! be reused under it), so each wait holds its own reference and the fd closes with the last
-//! one. After `fork()`, though, the child has the references of waits whose threads were not
-//! copied: those never end, so in the child `close()` closes the fd once its own waits are done.
+//! be reused under it), so each wait holds its own reference (an `Arc`) and the fd closes with
+//! the last one. After `fork()`, though, the child has the references of waits whose threads
+//! were not copied: those never end. So on its first use in a new process the handle re-owns
+//! its fds under a fresh `Arc` and leaks the old one, whose other holders are those lost
+//! threads; from then on the child's own waits and `close()` count as in any process.
 //!
 //! A handle may own more than its main fd (epoll's timerfd): they all go together.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use super::{Error, Result};
@@ -16,9 +18,12 @@ use crate::sys::fork_generation;
 /// The fds one handle owns: a main one (the selector's `fileno()`) and any others with it.
 pub trait HandleFds: Send + Sync {
     fn main_fd(&self) -> RawFd;
-    /// Every fd owned, the main one included, for closing them all when the handle's other
-    /// holders were lost to a fork.
-    fn all_fds(&self) -> Vec<RawFd>;
+    /// A second owner of the same fds, for a forked child whose other owners are threads it
+    /// does not have.
+    ///
+    /// # Safety
+    /// The caller must leak `self` (never drop it), so that each fd has one owner again.
+    unsafe fn reown(&self) -> Self;
 }
 
 impl HandleFds for OwnedFd {
@@ -26,8 +31,9 @@ impl HandleFds for OwnedFd {
         self.as_raw_fd()
     }
 
-    fn all_fds(&self) -> Vec<RawFd> {
-        vec![self.as_raw_fd()]
+    unsafe fn reown(&self) -> Self {
+        // SAFETY: `self` is open, and the caller leaks it: the new owner is the only one.
+        unsafe { OwnedFd::from_raw_fd(self.as_raw_fd()) }
     }
 }
 
@@ -35,17 +41,13 @@ pub struct OsHandle<F = OwnedFd> {
     /// "epoll" or "kqueue", for the error on a closed handle.
     what: &'static str,
     fd: Option<Arc<F>>,
-    /// Waits of this process in flight, and the fork generation they belong to.
-    in_flight: usize,
+    /// The fork generation whose threads hold the references to `fd`.
     generation: u64,
-    /// Closed in a forked child while waits of its own were still in flight.
-    orphaned: Option<Arc<F>>,
 }
 
-/// What a wait holds: the fd, and which process generation lent it.
+/// What a wait holds: its own reference to the fds.
 pub struct Lent<F = OwnedFd> {
     pub fd: Arc<F>,
-    generation: u64,
 }
 
 impl<F: HandleFds> OsHandle<F> {
@@ -53,9 +55,7 @@ impl<F: HandleFds> OsHandle<F> {
         OsHandle {
             what,
             fd: Some(Arc::new(fd)),
-            in_flight: 0,
             generation: fork_generation(),
-            orphaned: None,
         }
     }
 
@@ -68,63 +68,32 @@ impl<F: HandleFds> OsHandle<F> {
         self.fd.as_deref().ok_or(Error::Closed(self.what))
     }
 
-    /// Waits counted before a fork belong to threads the child does not have: forget them.
+    /// References taken before a fork belong to threads the child does not have: the fds get
+    /// a fresh `Arc`, and the old one is leaked with those references.
     fn catch_up_with_fork(&mut self) {
         let now = fork_generation();
-        if now != self.generation {
-            self.generation = now;
-            self.in_flight = 0;
+        if now == self.generation {
+            return;
+        }
+        self.generation = now;
+        if let Some(old) = self.fd.take() {
+            // SAFETY: `old` is leaked right after, never dropped.
+            let fresh = unsafe { old.reown() };
+            std::mem::forget(old);
+            self.fd = Some(Arc::new(fresh));
         }
     }
 
     pub fn lend(&mut self) -> Result<Lent<F>> {
+        self.catch_up_with_fork();
         let fd = self.fd.clone().ok_or(Error::Closed(self.what))?;
-        self.catch_up_with_fork();
-        self.in_flight += 1;
-        Ok(Lent {
-            fd,
-            generation: self.generation,
-        })
+        Ok(Lent { fd })
     }
 
-    pub fn give_back(&mut self, lent: Lent<F>) {
-        if lent.generation == self.generation {
-            self.in_flight -= 1;
-        }
-        drop(lent.fd);
-        if self.in_flight == 0 {
-            if let Some(fd) = self.orphaned.take() {
-                close_orphaned(fd);
-            }
-        }
-    }
-
+    /// Drops the handle's own reference: the fds close now, or with the last wait's.
     pub fn close(&mut self) {
-        let Some(fd) = self.fd.take() else {
-            return;
-        };
         self.catch_up_with_fork();
-        // References beyond ours and our waits' are those of threads lost in a fork.
-        let lost_to_fork = Arc::strong_count(&fd) > 1 + self.in_flight;
-        if !lost_to_fork {
-            drop(fd);
-        } else if self.in_flight == 0 {
-            close_orphaned(fd);
-        } else {
-            self.orphaned = Some(fd);
-        }
-    }
-}
-
-/// Closes fds whose other references belong to threads that `fork()` did not copy into this
-/// process: they will never run again, so they will never use or drop them.
-fn close_orphaned<F: HandleFds>(fd: Arc<F>) {
-    let raws = fd.all_fds();
-    // Leak our reference so that no Drop can close the numbers again later.
-    std::mem::forget(fd);
-    for raw in raws {
-        // SAFETY: `raw` is open and, per the above, nothing in this process will use it again.
-        unsafe { drop(<OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw)) };
+        drop(self.fd.take());
     }
 }
 
@@ -148,7 +117,7 @@ mod tests {
             b.recv(&mut buf).is_err(),
             "still open for the wait: no EOF yet"
         );
-        handle.give_back(lent);
+        drop(lent);
         assert_eq!(b.recv(&mut buf).unwrap(), 0, "closed with the wait: EOF");
     }
 }

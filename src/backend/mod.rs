@@ -7,7 +7,7 @@
 
 use std::io;
 #[cfg(unix)]
-use std::os::fd::RawFd;
+pub use std::os::fd::RawFd;
 use std::time::Duration;
 
 use crate::sys::FdTooLarge;
@@ -15,7 +15,7 @@ use crate::timeout::Timeout;
 
 /// What `fileno()` returns for a mechanism with an OS handle (none has one on Windows).
 #[cfg(windows)]
-type RawFd = i32;
+pub type RawFd = i32;
 
 #[cfg(epoll)]
 pub mod epoll;
@@ -28,6 +28,8 @@ pub mod kqueue;
 #[cfg(unix)]
 pub mod poll;
 pub mod select;
+#[cfg(epoll)]
+mod timerfd;
 
 /// `selectors.EVENT_READ`.
 pub const READ: u8 = 1;
@@ -94,6 +96,10 @@ pub trait Backend: Send {
     fn fileno(&self) -> Option<Result<RawFd>> {
         None
     }
+    /// What `fd` is watched for, where the mechanism keeps that in user space (select).
+    fn interest(&self, _fd: u64) -> Option<u8> {
+        None
+    }
 }
 
 /// One wait in flight, owned by the waiting thread.
@@ -117,6 +123,65 @@ fn poll_like_events(revents: u32, readable: u32, writable: u32) -> u8 {
         events |= READ;
     }
     events
+}
+
+/// Which mechanism: `AnyBackend`'s variants without their state. The binding keeps it beside
+/// the lock, since each stdlib class has rules of its own (timeouts, call order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    #[cfg(epoll)]
+    Epoll,
+    #[cfg(kqueue)]
+    Kqueue,
+    #[cfg(unix)]
+    Poll,
+    Select,
+}
+
+impl Kind {
+    /// `_PollLikeSelector`'s subclasses (poll, epoll): `modify()` changes the OS registration
+    /// in place, and the fd goes through the select module's fd conversion on every change.
+    pub fn is_poll_like(self) -> bool {
+        match self {
+            #[cfg(epoll)]
+            Kind::Epoll => true,
+            #[cfg(unix)]
+            Kind::Poll => true,
+            _ => false,
+        }
+    }
+
+    /// poll(): no handle; timeouts in whole milliseconds as `select.poll` reads them.
+    pub fn is_poll(self) -> bool {
+        match self {
+            #[cfg(unix)]
+            Kind::Poll => true,
+            _ => false,
+        }
+    }
+
+    /// epoll: its handle, `fileno()`, and a wait with a maximum number of events.
+    pub fn is_epoll(self) -> bool {
+        match self {
+            #[cfg(epoll)]
+            Kind::Epoll => true,
+            _ => false,
+        }
+    }
+
+    /// kqueue: a read and a write filter per fd, registered one at a time.
+    pub fn is_kqueue(self) -> bool {
+        match self {
+            #[cfg(kqueue)]
+            Kind::Kqueue => true,
+            _ => false,
+        }
+    }
+
+    /// A mechanism with an OS handle of its own (epoll, kqueue), which `close()` closes.
+    pub fn has_handle(self) -> bool {
+        self.is_epoll() || self.is_kqueue()
+    }
 }
 
 /// The mechanism a selector was built on, chosen at construction.
@@ -158,6 +223,21 @@ macro_rules! dispatch {
     };
 }
 
+impl AnyBackend {
+    /// A new backend of `kind` (epoll and kqueue open their OS handle).
+    pub fn open(kind: Kind) -> io::Result<Self> {
+        Ok(match kind {
+            #[cfg(epoll)]
+            Kind::Epoll => AnyBackend::Epoll(epoll::Epoll::new()?),
+            #[cfg(kqueue)]
+            Kind::Kqueue => AnyBackend::Kqueue(kqueue::Kqueue::new()?),
+            #[cfg(unix)]
+            Kind::Poll => AnyBackend::Poll(poll::Poll::new()),
+            Kind::Select => AnyBackend::Select(select::Select::new()),
+        })
+    }
+}
+
 impl Backend for AnyBackend {
     type Wait = AnyWait;
 
@@ -194,9 +274,14 @@ impl Backend for AnyBackend {
             #[cfg(unix)]
             (AnyBackend::Poll(b), AnyWait::Poll(w)) => b.end_wait(w),
             (AnyBackend::Select(b), AnyWait::Select(w)) => b.end_wait(w),
-            // Windows has one backend, so no mismatch to ignore.
+            // A wait is begun and ended on the one backend a selector has for its life, so
+            // this cannot happen; were it to, only the buffer's reuse is lost (the wait's
+            // reference to the OS handle goes with it): say so in debug builds.
             #[allow(unreachable_patterns)]
-            _ => {}
+            (_, wait) => {
+                debug_assert!(false, "a wait ended on a backend of another kind");
+                drop(wait);
+            }
         }
     }
 
@@ -210,6 +295,10 @@ impl Backend for AnyBackend {
 
     fn fileno(&self) -> Option<Result<RawFd>> {
         dispatch!(self, AnyBackend, b => b.fileno())
+    }
+
+    fn interest(&self, fd: u64) -> Option<u8> {
+        dispatch!(self, AnyBackend, b => Backend::interest(b, fd))
     }
 }
 

@@ -73,6 +73,10 @@ impl Backend for Select {
     fn end_wait(&mut self, _wait: SelectWait) {}
 
     fn close(&mut self) {}
+
+    fn interest(&self, fd: u64) -> Option<u8> {
+        Some(Select::interest(self, fd))
+    }
 }
 
 #[cfg(test)]

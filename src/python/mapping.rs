@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
-use super::convert::python_3_13;
+use super::fd::python_3_13;
 use super::selector::SelectorBase;
 
 /// The read-only, live view `get_map()` returns; Python mixes in `collections.abc.Mapping`.

@@ -1,0 +1,82 @@
+//! The `events` and `data` arguments: the stdlib's check of `events`, the interest it asks the
+//! OS for, and `!=` between old and new values, natively where no Python code can run.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyInt};
+
+use crate::backend::{READ, WRITE};
+
+/// `events` as a plain number when it is an `int` or `bool` that fits, the case worth a fast
+/// path; a subclass may override the operators, so it takes the general path.
+pub fn events_as_i64(events: &Bound<'_, PyAny>) -> Option<i64> {
+    if events.is_exact_instance_of::<PyInt>() || events.is_exact_instance_of::<PyBool>() {
+        events.extract::<i64>().ok()
+    } else {
+        None
+    }
+}
+
+/// The check at the top of `register`: `if (not events) or (events & ~(READ | WRITE))`.
+pub fn check_register_events(events: &Bound<'_, PyAny>) -> PyResult<()> {
+    let invalid = match events_as_i64(events) {
+        Some(e) => e == 0 || e & !3 != 0,
+        None => !events.is_truthy()? || events.bitand(!3i64)?.is_truthy()?,
+    };
+    if invalid {
+        return Err(PyValueError::new_err(format!(
+            "Invalid events: {}",
+            events.repr()?
+        )));
+    }
+    Ok(())
+}
+
+/// What to ask the OS for: `events & EVENT_READ`, then `events & EVENT_WRITE`, each
+/// truth-tested, as Python would compute them for whatever `events` is.
+pub fn interest_of(events: &Bound<'_, PyAny>) -> PyResult<u8> {
+    if let Some(e) = events_as_i64(events) {
+        return Ok((e & i64::from(READ | WRITE)) as u8);
+    }
+    let mut interest = 0;
+    for bit in [READ, WRITE] {
+        if events.bitand(i64::from(bit))?.is_truthy()? {
+            interest |= bit;
+        }
+    }
+    Ok(interest)
+}
+
+/// `a != b` as Python evaluates it, skipping the call where identity settles it.
+pub fn differs(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<bool> {
+    match differs_natively(a, b) {
+        Some(result) => Ok(result),
+        None => a.ne(b),
+    }
+}
+
+/// `a != b` when it can be answered without running Python code or allocating (either could
+/// see the selector half-way through a call): the same None or int, or two plain ints that
+/// fit in 64 bits. Safe to call under the selector's lock.
+pub fn differs_natively(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> Option<bool> {
+    if a.is(b) && (a.is_none() || a.is_exact_instance_of::<PyInt>()) {
+        return Some(false);
+    }
+    Some(exact_i64(a)? != exact_i64(b)?)
+}
+
+/// The value of a plain `int` that fits in 64 bits. Raises nothing, even for a bigger int (an
+/// exception object is an allocation, which could start the garbage collector): callers
+/// use it under the selector's lock.
+fn exact_i64(obj: &Bound<'_, PyAny>) -> Option<i64> {
+    if !obj.is_exact_instance_of::<PyInt>() {
+        return None;
+    }
+    let mut overflow = 0;
+    // SAFETY: `obj` is an exact int, for which PyLong_AsLongAndOverflow reports a value out of
+    // range through `overflow` and sets no exception.
+    let value = unsafe { pyo3::ffi::PyLong_AsLongAndOverflow(obj.as_ptr(), &mut overflow) };
+    // A C long is 32 bits on some platforms.
+    #[allow(clippy::useless_conversion)]
+    (overflow == 0).then_some(i64::from(value))
+}

@@ -1,0 +1,203 @@
+//! Finding a file object's key as the stdlib's dict finds it: `fileno()`, the fd object's
+//! hash and `__eq__` where an int subclass makes them Python code, and the KeyErrors the stdlib
+//! raises when it finds nothing.
+
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use super::base::SelectorBase;
+use crate::python::errors::from_none;
+use crate::python::fd::{
+    fileobj_to_fd, hash_as_dict_key, is_plain_int, python_3_13, python_format, FdNum,
+};
+
+impl SelectorBase {
+    /// `_fileobj_lookup`: the fd of `fileobj` (as the Python object a key holds, and its
+    /// number), or, when it no longer has a valid one, the fd it was registered under (an
+    /// identity search, so closed files can be unregistered).
+    pub(super) fn lookup_fd_object<'py>(
+        &self,
+        fileobj: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
+        let py = fileobj.py();
+        match fileobj_to_fd(fileobj) {
+            Err(err) if err.is_instance_of::<PyValueError>(py) => {
+                let state = self.lock()?;
+                let found = state
+                    .core
+                    .keys()
+                    .iter()
+                    .find(|(_, entry)| entry.field(py, 0).is(fileobj))
+                    .map(|(fd, entry)| (entry.field(py, 1), Some(fd)));
+                drop(state);
+                found.ok_or(err)
+            }
+            result => result,
+        }
+    }
+
+    /// The fd of `fileobj` for a lookup in the stdlib's `try: ... self._fd_to_key[fd] ...
+    /// except KeyError: raise KeyError(f"{fileobj!r} is not registered") from None`:
+    /// `fileno()` and the fd's hash run inside it, so a KeyError they raise becomes that one.
+    /// `pop` for `dict.pop`, which hashes nothing when the dict is empty.
+    pub(super) fn lookup_in_try<'py>(
+        &self,
+        fileobj: &Bound<'py, PyAny>,
+        pop: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
+        self.in_try(fileobj, self.lookup_fd_object(fileobj), pop)
+    }
+
+    /// `lookup_in_try` with the `fileno()` lookup already made.
+    pub(super) fn in_try<'py>(
+        &self,
+        fileobj: &Bound<'py, PyAny>,
+        found: PyResult<(Bound<'py, PyAny>, FdNum)>,
+        pop: bool,
+    ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
+        let py = fileobj.py();
+        let found = match found {
+            // A plain int's hash runs no code: the common case returns at once.
+            Ok((fd_obj, fd)) if is_plain_int(&fd_obj) => return Ok((fd_obj, fd)),
+            Ok((fd_obj, fd)) => {
+                let empty_pop = pop && self.len()? == 0;
+                match empty_pop {
+                    true => Ok((fd_obj, fd)),
+                    false => hash_as_dict_key(&fd_obj).map(|()| (fd_obj, fd)),
+                }
+            }
+            Err(err) => Err(err),
+        };
+        match found {
+            Err(err) if err.is_instance_of::<PyKeyError>(py) => {
+                Err(Self::not_registered(fileobj, Some(err)))
+            }
+            other => other,
+        }
+    }
+
+    /// `self._fd_to_key.get(fd_obj)`, its hash taken already: the key stored under the same
+    /// number, if the stored fd object also compares equal (an int subclass's `__eq__` runs,
+    /// as in a dict lookup).
+    pub(super) fn key_for(
+        &self,
+        fd_obj: &Bound<'_, PyAny>,
+        fd: FdNum,
+    ) -> PyResult<Option<Py<PyTuple>>> {
+        let py = fd_obj.py();
+        let Some(fd) = fd else { return Ok(None) };
+        let key = {
+            let state = self.lock()?;
+            match state.core.keys().get(fd) {
+                Some(entry) => entry.key.clone_ref(py),
+                None => return Ok(None),
+            }
+        };
+        let stored_fd = key.bind(py).get_borrowed_item(1)?;
+        Ok(same_dict_key(&stored_fd, fd_obj)?.then_some(key))
+    }
+
+    /// The key registered for `fileobj`, if any (a bad file object raises as in the stdlib):
+    /// `_fd_to_key.get(_fileobj_lookup(fileobj))`.
+    pub(crate) fn find(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyTuple>>> {
+        let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
+        hash_as_dict_key(&fd_obj)?;
+        self.key_for(&fd_obj, fd)
+    }
+
+    /// `KeyError("<fileobj!r> is not registered")`, raised `from None` by the stdlib while
+    /// handling `handled` (the `KeyError` of its dict lookup, or one that `fileno()` raised);
+    /// a failing `repr()` carries that as its context. (From 3.13 the mapping raises it
+    /// outside any handler: `handled` is then None.)
+    pub(super) fn not_registered(fileobj: &Bound<'_, PyAny>, handled: Option<PyErr>) -> PyErr {
+        let py = fileobj.py();
+        match (fileobj.repr(), handled) {
+            (Ok(r), None) => PyKeyError::new_err(format!("{r} is not registered")),
+            (Ok(r), Some(handled)) => from_none(
+                py,
+                PyKeyError::new_err(format!("{r} is not registered")),
+                handled,
+            ),
+            (Err(err), handled) => {
+                if let Some(handled) = handled {
+                    err.set_context(py, Some(handled));
+                }
+                err
+            }
+        }
+    }
+
+    /// The stdlib's `KeyError(fd)` from a dict lookup that found nothing.
+    pub(super) fn missing(fd_obj: &Bound<'_, PyAny>) -> PyErr {
+        PyKeyError::new_err(fd_obj.clone().unbind())
+    }
+
+    /// The mapping's `[]`: the key, KeyError if none. Before 3.13 the lookup runs inside the
+    /// `try` that rewords KeyErrors; from 3.13 only a missing key is reworded.
+    pub(crate) fn getitem(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
+        let py = fileobj.py();
+        let found = self.lookup_fd_object(fileobj);
+        let before_3_13 = !python_3_13(py);
+        let (fd_obj, fd) = match found {
+            // A plain int's hash runs no Python code, in any version.
+            Ok((fd_obj, fd)) if is_plain_int(&fd_obj) => (fd_obj, fd),
+            found if before_3_13 => self.in_try(fileobj, found, false)?,
+            found => {
+                let (fd_obj, fd) = found?;
+                hash_as_dict_key(&fd_obj)?;
+                (fd_obj, fd)
+            }
+        };
+        self.key_for(&fd_obj, fd)?.ok_or_else(|| {
+            let handled = before_3_13.then(|| Self::missing(&fd_obj));
+            Self::not_registered(fileobj, handled)
+        })
+    }
+
+    /// `Mapping.__contains__`: `self[fileobj]`, False on KeyError.
+    pub(crate) fn contains(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<bool> {
+        match self.getitem(fileobj) {
+            Ok(_) => Ok(true),
+            Err(err) if err.is_instance_of::<PyKeyError>(fileobj.py()) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `KeyError("<fileobj!r> (FD <fd>) is already registered")`.
+    pub(super) fn already_registered(
+        fileobj: &Bound<'_, PyAny>,
+        fd_obj: &Bound<'_, PyAny>,
+    ) -> PyErr {
+        let message = || -> PyResult<String> {
+            Ok(format!(
+                "{} (FD {}) is already registered",
+                fileobj.repr()?,
+                python_format(fd_obj)?
+            ))
+        };
+        match message() {
+            Ok(text) => PyKeyError::new_err(text),
+            Err(err) => err,
+        }
+    }
+}
+
+/// Whether a dict holding `stored` finds it again when looked up with `fd_obj` (same hash
+/// already established): identity, else `stored == fd_obj`, which only an int subclass can
+/// make run Python code.
+pub(super) fn same_dict_key(
+    stored: &Bound<'_, PyAny>,
+    fd_obj: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    if same_without_python(stored, fd_obj) {
+        return Ok(true);
+    }
+    stored.eq(fd_obj)
+}
+
+/// The cases of `same_dict_key` that run no Python code: the same object, or two plain ints
+/// (same number, as the caller found them under one fd).
+pub(super) fn same_without_python(stored: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> bool {
+    stored.is(fd_obj) || (is_plain_int(stored) && is_plain_int(fd_obj))
+}
