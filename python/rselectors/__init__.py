@@ -2,10 +2,11 @@
 
 Use it as ``import rselectors as selectors``, run a program on it with
 ``python -m rselectors prog.py``, or call ``rselectors.install()`` first thing.
-The selector classes, ``SelectorKey`` and the mapping live in the compiled
-``rselectors._rselectors``; this file mixes them with the stdlib's abstract base
-class (so that user subclasses and ``isinstance`` checks work as there) and binds
-every other name of the stdlib module to the stdlib's object.
+The selector classes and the mapping's methods live in the compiled
+``rselectors._rselectors``; this file makes ``SelectorKey`` and the mapping class as
+selectors.py makes them, mixes the Rust classes with the stdlib's abstract base class (so
+that user subclasses and ``isinstance`` checks work as there) and binds every other name of
+the stdlib module to the stdlib's object.
 """
 
 import select
@@ -13,7 +14,7 @@ import sys
 
 from . import _rselectors
 from ._install import _stdlib_module
-from ._rselectors import EVENT_READ, EVENT_WRITE, SelectorKey, _SelectorMapping
+from ._rselectors import EVENT_READ, EVENT_WRITE
 # Poll and Epoll waits keep sub-millisecond timeouts; True restores the stdlib's round-up to
 # whole milliseconds (as RSELECTORS_MS_TIMEOUTS=1 does at import). README: Known differences.
 from ._rselectors import millisecond_timeouts, set_millisecond_timeouts
@@ -39,6 +40,26 @@ __all__ = [
 # either module.
 _stdlib = _stdlib_module()
 BaseSelector = _stdlib.BaseSelector
+
+# SelectorKey and get_map()'s class, made as selectors.py makes them (their docstrings are
+# the running version's own), then handed to the Rust side, which builds keys and maps of
+# them without going through their Python-level constructors.
+SelectorKey = _stdlib.namedtuple("SelectorKey", ["fileobj", "fd", "events", "data"])
+SelectorKey.__doc__ = _stdlib.SelectorKey.__doc__
+for _field in SelectorKey._fields:
+    getattr(SelectorKey, _field).__doc__ = getattr(_stdlib.SelectorKey, _field).__doc__
+del _field
+
+
+class _SelectorMapping(_rselectors._SelectorMapping, _stdlib.Mapping):
+    """Mapping of file objects to selector keys."""
+
+    if _stdlib.sys.version_info < (3, 13):
+        # Before 3.13 the stdlib's mapping inherits `get(key, default=None)` from Mapping.
+        get = _stdlib.Mapping.get
+
+
+_rselectors._set_types(SelectorKey, _SelectorMapping)
 
 
 class _Native:

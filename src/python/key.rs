@@ -1,16 +1,17 @@
-//! `SelectorKey` (a namedtuple, as the stdlib makes it) and the mapping class, made at
-//! import, and the construction of keys in the way `tuple.__new__` builds them.
+//! The classes of keys and maps (`SelectorKey`, `_SelectorMapping`, made in
+//! `rselectors/__init__.py` and handed over at import) and the construction of keys in the
+//! way `tuple.__new__` builds them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyTuple, PyType};
 
 use super::mapping::SelectorMapping;
 
-const MODULE: &str = "rselectors";
 /// Whether the running CPython's tuples cache their hash (3.14+), set at import.
 static TUPLE_CACHES_HASH: AtomicBool = AtomicBool::new(false);
 /// Whether the running CPython's None is immortal (3.12+; every free-threaded build), set at
@@ -44,7 +45,9 @@ pub(crate) struct BlankKey(Py<PyTuple>);
 
 impl BlankKey {
     pub(crate) fn new(py: Python<'_>) -> PyResult<Self> {
-        let cls = SELECTOR_KEY.get(py).expect("set at import");
+        let Some(cls) = SELECTOR_KEY.get(py) else {
+            return Err(not_made_yet("SelectorKey"));
+        };
         // SAFETY: SelectorKey is a namedtuple, a tuple subclass with no fields of its own, so
         // its allocator returns a tuple of 4 empty slots, which `fill` sets before Python
         // code uses it (None meanwhile, from 3.12; None is immortal there); on 3.14+ that
@@ -109,64 +112,27 @@ impl BlankKey {
     }
 }
 
-/// Builds `SelectorKey` and the mapping class, as the stdlib does at import.
-pub(crate) fn init_types(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
+/// `_rselectors._set_types(SelectorKey, _SelectorMapping)`: the two classes
+/// `rselectors/__init__.py` makes, as selectors.py makes them, handed over once at import so
+/// that keys and maps are built of them here.
+#[pyfunction]
+pub(crate) fn _set_types(
+    key_cls: Bound<'_, PyType>,
+    mapping_cls: Bound<'_, PyType>,
+) -> PyResult<()> {
+    let py = key_cls.py();
+    let tuple = py.get_type::<PyTuple>();
+    let base = py.get_type::<SelectorMapping>();
+    if !key_cls.is_subclass(&tuple)? || !mapping_cls.is_subclass(&base)? {
+        return Err(PyTypeError::new_err(
+            "_set_types(SelectorKey, _SelectorMapping): a tuple subclass and a subclass of \
+             rselectors._rselectors._SelectorMapping",
+        ));
+    }
     TUPLE_CACHES_HASH.store(py.version_info() >= (3, 14), Ordering::Relaxed);
     NONE_IS_IMMORTAL.store(py.version_info() >= (3, 12), Ordering::Relaxed);
-    let collections = py.import("collections")?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item("module", MODULE)?;
-    let key_cls = collections.getattr("namedtuple")?.call(
-        ("SelectorKey", ["fileobj", "fd", "events", "data"]),
-        Some(&kwargs),
-    )?;
-    key_cls.setattr(
-        "__doc__",
-        "SelectorKey(fileobj, fd, events, data)\n\n    Object used to associate a file object to \
-         its backing\n    file descriptor, selected event mask, and attached data.\n",
-    )?;
-    for (field, doc) in [
-        ("fileobj", "File object registered."),
-        ("fd", "Underlying file descriptor."),
-        (
-            "events",
-            "Events that must be waited for on this file object.",
-        ),
-        (
-            "data",
-            if py.version_info() < (3, 11) {
-                // Set inside an indented `if` block in 3.9 and 3.10's selectors.py.
-                "Optional opaque data associated to this file object.\n    For example, this \
-                 could be used to store a per-client session ID."
-            } else {
-                "Optional opaque data associated to this file object.\nFor example, this could \
-                 be used to store a per-client session ID."
-            },
-        ),
-    ] {
-        key_cls.getattr(field)?.setattr("__doc__", doc)?;
-    }
-    m.add("SelectorKey", &key_cls)?;
-    let _ = SELECTOR_KEY.set(py, key_cls.cast_into::<PyType>()?.unbind());
-
-    let mapping_abc = py.import("collections.abc")?.getattr("Mapping")?;
-    let base = py.get_type::<SelectorMapping>();
-    let namespace = PyDict::new(py);
-    namespace.set_item("__module__", MODULE)?;
-    if py.version_info() < (3, 13) {
-        // Before 3.13 the stdlib's mapping inherits `get(key, default=None)` from Mapping.
-        namespace.set_item("get", mapping_abc.getattr("get")?)?;
-    }
-    namespace.set_item("__doc__", "Mapping of file objects to selector keys.")?;
-    let metaclass = mapping_abc.get_type();
-    let mapping_cls = metaclass.call1((
-        "_SelectorMapping",
-        PyTuple::new(py, [base.into_any(), mapping_abc])?,
-        namespace,
-    ))?;
-    m.add("_SelectorMapping", &mapping_cls)?;
-    let _ = SELECTOR_MAPPING.set(py, mapping_cls.cast_into::<PyType>()?.unbind());
+    let _ = SELECTOR_KEY.set(py, key_cls.unbind());
+    let _ = SELECTOR_MAPPING.set(py, mapping_cls.unbind());
     Ok(())
 }
 
@@ -174,8 +140,13 @@ pub(crate) fn init_types(m: &Bound<'_, PyModule>) -> PyResult<()> {
 pub(crate) fn selector_mapping(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     match SELECTOR_MAPPING.get(py) {
         Some(cls) => Ok(cls.bind(py)),
-        None => Err(pyo3::exceptions::PyRuntimeError::new_err(
-            "rselectors: _SelectorMapping is not made yet",
-        )),
+        None => Err(not_made_yet("_SelectorMapping")),
     }
+}
+
+/// Using `_rselectors` before `rselectors/__init__.py` handed it its classes.
+fn not_made_yet(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "rselectors: {what} is not made yet (import rselectors)"
+    ))
 }

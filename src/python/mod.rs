@@ -91,5 +91,6 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
         // Removed from selectors.py in 3.13 (gh-106554).
         m.getattr("_Selector")?.delattr("_key_from_fd")?;
     }
-    key::init_types(m)
+    m.add_function(wrap_pyfunction!(key::_set_types, m)?)?;
+    Ok(())
 }
