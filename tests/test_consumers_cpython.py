@@ -7,7 +7,7 @@ interpreter in a subprocess, after ``rselectors.install()`` (or not, with
 ``subprocess._PopenSelector``, ``socketserver._ServerSelector`` and
 ``multiprocessing.connection._WaitSelector`` are rselectors' (or the
 stdlib's).  Every test that passes on the stdlib must pass on rselectors
-(compared per test id), except those in ``KNOWN_EXCLUSIONS`` (none).
+(compared per test id): no test is excluded.
 
 Suites:
 
@@ -49,10 +49,6 @@ SUITES = {
     "test_asyncio.test_streams": ["test.test_asyncio.test_streams", "-u", "network"],
     "test_asyncio.test_server": ["test.test_asyncio.test_server", "-u", "network"],
 }
-
-# suite -> {test id: why it may pass on the stdlib and not on rselectors}.
-KNOWN_EXCLUSIONS = {suite: {} for suite in SUITES}
-
 
 def _run_driver(suite, impl):
     summary = compare_stdlib_suites.run_driver(SUITES[suite], impl, TIMEOUT)
@@ -114,7 +110,7 @@ def test_suite_passes_on_rselectors_what_it_passes_on_stdlib(results, suite):
     assert stdlib["counts"].get("passed", 0) > 0, report
     regressions = []
     for test_id, v in sorted(stdlib["tests"].items()):
-        if v["outcome"] != "passed" or test_id in KNOWN_EXCLUSIONS[suite]:
+        if v["outcome"] != "passed":
             continue
         got = ours["tests"].get(test_id)
         if got is None or got["outcome"] != "passed":
