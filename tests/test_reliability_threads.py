@@ -11,7 +11,8 @@ a time.
 
 Figures: STRESS_SECONDS of stress with MUTATORS mutator threads and SELECTORS selector
 threads, on PAIRS socket pairs, for each of Epoll, Poll, Select (rselectors); the stdlib runs
-a third of that.
+a third of that. Each stress test prints what it did (`pytest -s` shows it); longer runs with
+other figures: benches/soak/thread_soak.py.
 """
 
 import random
@@ -31,8 +32,6 @@ MUTATORS = 2
 SELECTORS = 2
 PAIRS_PER_MUTATOR = 24
 POLL_CONCURRENT = ("RuntimeError", "concurrent poll() invocation")
-
-STATS = {}
 
 
 def _drain(sock):
@@ -173,10 +172,10 @@ def test_thread_stress(module, kind):
         for a, (ev, data) in expected.items():
             key = sel.get_key(a)
             assert (key.events, key.data) == (ev, data)
-        STATS[(module.__name__, kind)] = dict(
+        print("stress", module.__name__, kind, dict(
             seconds=seconds, ops=sum(m.ops for m in muts), selects=sum(t.calls for t in loops),
             reported=sum(t.reported for t in loops), registered_at_end=len(expected),
-            exceptions=seen)
+            exceptions=seen))
     finally:
         sel.close()
         for a, b in pairs:
@@ -464,7 +463,7 @@ def test_map_iteration_while_other_threads_mutate(module, kind):
                    ("RuntimeError", "dictionary keys changed during iteration"),
                    ("KeyError", "'N is not registered'")}
         assert set(seen) <= allowed, set(seen) - allowed
-        STATS[(module.__name__, kind, "map-iteration")] = dict(exceptions=seen)
+        print("stress", module.__name__, kind, "map-iteration", dict(exceptions=seen))
     finally:
         stop.set()
         sel.close()
@@ -472,8 +471,3 @@ def test_map_iteration_while_other_threads_mutate(module, kind):
             a.close()
             b.close()
 
-
-def test_print_stress_figures():
-    """Not a check: prints the stress figures (pytest -s) for the closing note."""
-    for k, v in sorted(STATS.items()):
-        print("stress", k, v)
