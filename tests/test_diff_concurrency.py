@@ -189,9 +189,15 @@ def test_get_key_hammering_while_select_blocked(kind, module, socketpair, closer
     assert bg.value == [(key, R)]
 
 
-def test_close_while_select_blocked(kind, module, socketpair):
-    """close() from another thread while select(None) is blocked: close returns promptly,
-    no exception; the blocked select then returns (made ready) and the thread finishes."""
+POLL_CONCURRENT = (RuntimeError, "concurrent poll() invocation")
+
+
+@pytest.mark.parametrize("waiters", [1, 2], ids=["1-waiter", "2-waiters"])
+def test_close_while_select_blocked(kind, module, socketpair, waiters):
+    """close() from another thread while one or two threads are blocked in select(None) on an
+    idle fd: close() returns promptly, without an exception; once the fd is made ready every
+    blocked select() returns [] (no key survives close()) and the map is gone. PollSelector
+    allows one select() at a time: its second waiter gets the stdlib's RuntimeError at once."""
     if kind == "Kqueue" and module.__name__ != "rselectors":
         # README "KqueueSelector on libkqueue": rselectors keeps the fd until its waits end,
         # so its side of this test runs; the stdlib's closes it under the waiting thread.
@@ -200,22 +206,30 @@ def test_close_while_select_blocked(kind, module, socketpair):
     sel = _cls(module, kind)()
     a, b = socketpair()
     sel.register(a, R, "a")
-    bg = BgThread(sel.select, None)
-    dog = Watchdog(b, 4.0)
+    bgs = [BgThread(sel.select, None) for _ in range(waiters)]
+    dog = Watchdog(b, 4.0)  # makes `a` readable if nothing else ends the waits
     try:
         time.sleep(0.1)
+        t0 = time.monotonic()
         closer_thread = BgThread(sel.close)
         closed_promptly = closer_thread.join(1.0)
-        b.send(b"x")  # wake the blocked select
-        assert bg.join(3), "select(None) thread did not finish after the fd became ready"
+        close_seconds = time.monotonic() - t0
+        b.send(b"x")  # wake the blocked selects
+        for bg in bgs:
+            assert bg.join(3), "a select(None) thread did not finish after the fd became ready"
         assert closer_thread.join(3), "close() never returned"
     finally:
         dog.cancel()
         sel.close()
-    assert closed_promptly, "close() blocked while another thread was in select()"
+    assert closed_promptly and close_seconds < 1.0, \
+        "close() blocked while another thread was in select() (%.3fs)" % close_seconds
     assert closer_thread.exc is None, repr(closer_thread.exc)
-    assert bg.exc is None, repr(bg.exc)
-    assert bg.value == []
+    outcomes = sorted(("ok", repr(bg.value)) if bg.exc is None
+                      else ("raise", type(bg.exc), str(bg.exc)) for bg in bgs)
+    expected = [("ok", "[]")] * waiters
+    if kind == "Poll" and waiters == 2:
+        expected = [("ok", "[]"), ("raise",) + POLL_CONCURRENT]
+    assert outcomes == expected
     assert sel.get_map() is None
 
 
