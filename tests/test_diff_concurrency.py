@@ -1,10 +1,10 @@
-"""Threads and signals: run on both modules (the stdlib run validates the test itself).
+"""Threads: run on both modules (the stdlib run validates the test itself). Signals during a
+select() are test_reliability_signals.py's.
 
 Every wait is bounded: threads are joined with a timeout and asserted finished,
 blocking selects are guarded by a watchdog that makes a registered fd readable.
 """
 
-import signal
 import threading
 import time
 
@@ -266,141 +266,6 @@ def test_gil_released_during_select(kind, module, socketpair, closer):
     assert bg.join(3)
     assert bg.exc is None and bg.value == []
     assert n > 1000
-
-
-# ---------------------------------------------------------------------------
-# 10. signals
-# ---------------------------------------------------------------------------
-
-
-class AlarmBoom(Exception):
-    pass
-
-
-@pytest.fixture
-def sigalrm():
-    """Install a SIGALRM handler; restore the previous one and cancel timers afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.fail("signal tests must run in the main thread")
-    old = signal.getsignal(signal.SIGALRM)
-
-    def install(handler):
-        signal.signal(signal.SIGALRM, handler)
-
-    try:
-        yield install
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
-@pytest.mark.parametrize("registered", [False, True], ids=["empty", "idle-fd"])
-def test_signal_handler_exception_propagates(kind, module, sigalrm, socketpair, closer, registered):
-    sel = closer(_cls(module, kind)())
-    a, b = socketpair()
-    if registered:
-        sel.register(a, R)
-
-    def handler(signum, frame):
-        raise AlarmBoom("alarm")
-
-    sigalrm(handler)
-    signal.setitimer(signal.ITIMER_REAL, 0.05)
-    t0 = time.monotonic()
-    with pytest.raises(AlarmBoom, match="alarm"):
-        sel.select(2)
-    elapsed = time.monotonic() - t0
-    assert elapsed < 1.0, "handler exception not propagated promptly (%.3fs)" % elapsed
-    # the selector is still usable afterwards
-    assert sel.select(0) == []
-
-
-def test_signal_handler_exception_propagates_select_none(kind, module, sigalrm, socketpair, closer):
-    """select(None) (infinite) must also be interruptible by a raising handler."""
-    sel = closer(_cls(module, kind)())
-    a, b = socketpair()
-    sel.register(a, R)
-
-    def handler(signum, frame):
-        raise AlarmBoom("alarm-none")
-
-    sigalrm(handler)
-    dog = Watchdog(b, 3.0)  # makes `a` readable if the signal is swallowed
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        t0 = time.monotonic()
-        try:
-            result = sel.select(None)
-        except AlarmBoom:
-            result = "raised"
-        elapsed = time.monotonic() - t0
-    finally:
-        dog.cancel()
-    assert result == "raised", "select(None) returned %r instead of raising" % (result,)
-    assert elapsed < 1.0
-
-
-def test_signal_benign_handler_keeps_timeout(kind, module, sigalrm, socketpair, closer):
-    """A handler firing every 50 ms during select(0.3): [] after >= 0.3 s, < 1.5 s."""
-    sel = closer(_cls(module, kind)())
-    a, b = socketpair()
-    sel.register(a, R)
-    hits = [0]
-
-    def handler(signum, frame):
-        hits[0] += 1
-
-    sigalrm(handler)
-    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
-    t0 = time.monotonic()
-    try:
-        result = sel.select(0.3)
-    finally:
-        elapsed = time.monotonic() - t0
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-    assert result == []
-    assert elapsed >= 0.3, "select returned early after a signal (%.3fs)" % elapsed
-    assert elapsed < 1.5
-    assert hits[0] >= 2, "the handler did not run during select (hits=%d)" % hits[0]
-
-
-def test_signal_benign_handler_empty_selector(kind, module, sigalrm, closer):
-    sel = closer(_cls(module, kind)())
-    hits = [0]
-
-    def handler(signum, frame):
-        hits[0] += 1
-
-    sigalrm(handler)
-    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
-    t0 = time.monotonic()
-    try:
-        result = sel.select(0.2)
-    finally:
-        elapsed = time.monotonic() - t0
-        signal.setitimer(signal.ITIMER_REAL, 0, 0)
-    assert result == []
-    assert 0.2 <= elapsed < 1.5
-    assert hits[0] >= 1
-
-
-def test_signal_handler_runs_before_ready_result(kind, module, sigalrm, socketpair, closer):
-    """Handler makes the fd readable: the interrupted select then reports it."""
-    sel = closer(_cls(module, kind)())
-    a, b = socketpair()
-    key = sel.register(a, R, "a")
-
-    def handler(signum, frame):
-        b.send(b"x")
-
-    sigalrm(handler)
-    signal.setitimer(signal.ITIMER_REAL, 0.05)
-    t0 = time.monotonic()
-    result = sel.select(2)
-    elapsed = time.monotonic() - t0
-    assert result == [(key, R)]
-    assert result[0][0] is key
-    assert elapsed < 1.0
 
 
 def test_concurrent_select_calls(kind, module, socketpair, closer):
