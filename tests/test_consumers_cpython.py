@@ -21,7 +21,9 @@ Suites:
   ``test_server``, ``test_unix_events`` and ``test_subprocess``.
 
 The 2 x 9 runs go through a small process pool (they spend most of their time
-waiting), about a minute of wall-clock time in all.
+waiting), about half a minute of wall-clock time in all: marked ``consumer_suite``, so they
+run with ``RSELECTORS_CONSUMER_SUITES=1`` (``.ci/run``'s consumer-suites stage), not in the
+default ``python -m pytest``.
 """
 
 import collections
@@ -33,6 +35,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cpython"))
 import compare_stdlib_suites  # noqa: E402
+
+pytestmark = pytest.mark.consumer_suite
 
 TIMEOUT = 240
 WORKERS = 6
