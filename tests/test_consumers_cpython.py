@@ -112,16 +112,7 @@ def test_suite_passes_on_rselectors_what_it_passes_on_stdlib(results, suite):
         assert cls.startswith("selectors."), (attr, report)
     assert stdlib["counts"]["run"] > 0, report
     assert stdlib["counts"].get("passed", 0) > 0, report
-    regressions = []
-    for test_id, v in sorted(stdlib["tests"].items()):
-        if v["outcome"] != "passed":
-            continue
-        got = ours["tests"].get(test_id)
-        if got is None or got["outcome"] != "passed":
-            detail = ((got or {}).get("detail") or "").strip()
-            regressions.append("%s: %s\n%s" % (
-                test_id, got["outcome"] if got else "not run",
-                "\n".join("      " + l for l in detail.splitlines()[-12:])))
+    regressions = compare_stdlib_suites.regressions(stdlib["tests"], ours["tests"])
     assert not regressions, "%d test(s) pass on the stdlib but not on " \
         "rselectors:\n%s\n\n%s" % (len(regressions), "\n".join(regressions), report)
     # Same set of tests on both sides (a test missing on one side would be hidden).
