@@ -40,24 +40,39 @@ import pytest
 # who has RSELECTORS_INSTALL=1 set (python/rselectors_install.pth honours it).
 os.environ.pop("RSELECTORS_INSTALL", None)
 
-SLOW = os.environ.get("RSELECTORS_SLOW", "") not in ("", "0")
+# Tests the default run leaves out, each kind with the variable that lets it in; .ci/run sets
+# them, each in a stage of its own. marker -> (variable, skip reason).
+OPT_IN = {
+    "slow": ("RSELECTORS_SLOW",
+             "soak-type test: runs with RSELECTORS_SLOW=1 (.ci/run's slow stage does)"),
+    "consumer_suite": ("RSELECTORS_CONSUMER_SUITES",
+                       "a consumer's own test suite, run on both modules (tens of seconds): "
+                       "runs with RSELECTORS_CONSUMER_SUITES=1 (.ci/run's consumer-suites "
+                       "stage does)"),
+}
+
+
+def _opted_in(variable):
+    return os.environ.get(variable, "") not in ("", "0")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Soak-type tests (@pytest.mark.slow) run only with RSELECTORS_SLOW=1: .ci/run's "slow"
-    stage runs them, keeping `python -m pytest` on one interpreter to a few minutes.
+    """Soak-type tests (@pytest.mark.slow) and consumers' own suites
+    (@pytest.mark.consumer_suite) run only when their variable is set: `python -m pytest` on
+    one interpreter stays at a few minutes, and .ci/run runs them in stages of their own.
     On Windows, tests marked @pytest.mark.posix_only("what") skip, saying what they need."""
     if sys.platform == "win32":
         for item in items:
             mark = item.get_closest_marker("posix_only")
             if mark is not None:
                 item.add_marker(pytest.mark.skip(reason="POSIX only: " + mark.args[0]))
-    if SLOW:
-        return
-    skip = pytest.mark.skip(reason="soak-type test: runs with RSELECTORS_SLOW=1 (.ci/run does)")
-    for item in items:
-        if item.get_closest_marker("slow") is not None:
-            item.add_marker(skip)
+    for marker, (variable, reason) in OPT_IN.items():
+        if _opted_in(variable):
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)
 
 
 # Registers the Hypothesis profiles ("reliability-ci", "long"): --hypothesis-profile=long works.

@@ -7,7 +7,7 @@ interpreter in a subprocess, after ``rselectors.install()`` (or not, with
 ``subprocess._PopenSelector``, ``socketserver._ServerSelector`` and
 ``multiprocessing.connection._WaitSelector`` are rselectors' (or the
 stdlib's).  Every test that passes on the stdlib must pass on rselectors
-(compared per test id), except those in ``KNOWN_EXCLUSIONS`` (none).
+(compared per test id): no test is excluded.
 
 Suites:
 
@@ -21,7 +21,9 @@ Suites:
   ``test_server``, ``test_unix_events`` and ``test_subprocess``.
 
 The 2 x 9 runs go through a small process pool (they spend most of their time
-waiting), about a minute of wall-clock time in all.
+waiting), about half a minute of wall-clock time in all: marked ``consumer_suite``, so they
+run with ``RSELECTORS_CONSUMER_SUITES=1`` (``.ci/run``'s consumer-suites stage), not in the
+default ``python -m pytest``.
 """
 
 import collections
@@ -33,6 +35,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cpython"))
 import compare_stdlib_suites  # noqa: E402
+
+pytestmark = pytest.mark.consumer_suite
 
 TIMEOUT = 240
 WORKERS = 6
@@ -49,10 +53,6 @@ SUITES = {
     "test_asyncio.test_streams": ["test.test_asyncio.test_streams", "-u", "network"],
     "test_asyncio.test_server": ["test.test_asyncio.test_server", "-u", "network"],
 }
-
-# suite -> {test id: why it may pass on the stdlib and not on rselectors}.
-KNOWN_EXCLUSIONS = {suite: {} for suite in SUITES}
-
 
 def _run_driver(suite, impl):
     summary = compare_stdlib_suites.run_driver(SUITES[suite], impl, TIMEOUT)
@@ -112,16 +112,7 @@ def test_suite_passes_on_rselectors_what_it_passes_on_stdlib(results, suite):
         assert cls.startswith("selectors."), (attr, report)
     assert stdlib["counts"]["run"] > 0, report
     assert stdlib["counts"].get("passed", 0) > 0, report
-    regressions = []
-    for test_id, v in sorted(stdlib["tests"].items()):
-        if v["outcome"] != "passed" or test_id in KNOWN_EXCLUSIONS[suite]:
-            continue
-        got = ours["tests"].get(test_id)
-        if got is None or got["outcome"] != "passed":
-            detail = ((got or {}).get("detail") or "").strip()
-            regressions.append("%s: %s\n%s" % (
-                test_id, got["outcome"] if got else "not run",
-                "\n".join("      " + l for l in detail.splitlines()[-12:])))
+    regressions = compare_stdlib_suites.regressions(stdlib["tests"], ours["tests"])
     assert not regressions, "%d test(s) pass on the stdlib but not on " \
         "rselectors:\n%s\n\n%s" % (len(regressions), "\n".join(regressions), report)
     # Same set of tests on both sides (a test missing on one side would be hidden).

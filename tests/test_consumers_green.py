@@ -6,8 +6,9 @@ installed before the program patches), and the two must report the same. The rev
 order (patch, then `rselectors.install()`) must leave the patched stdlib module in place.
 
 gevent's own `test__selectors` and `test__monkey_selectors` (shipped in its wheel) run here
-too. gunicorn's gevent tests need its sdist: set RSELECTORS_GUNICORN_SDIST to an unpacked
-gunicorn-27.0.1 sdist (`.ci/run` does); they take about a minute.
+too. gunicorn's gevent tests (about a minute) are a `consumer_suite`: they run with
+RSELECTORS_CONSUMER_SUITES=1 and RSELECTORS_GUNICORN_SDIST naming an unpacked gunicorn-27.0.1
+sdist (`.ci/run`'s consumer-suites stage sets both).
 """
 
 import json
@@ -285,11 +286,12 @@ GUNICORN_TESTS = ["tests/workers/test_gevent_import_order.py", "tests/test_http2
                   "TestControlSocketForkSafetyGeventWorker"]
 
 
+@pytest.mark.consumer_suite
 def test_gunicorn_own_gevent_tests():
     sdist = os.environ.get("RSELECTORS_GUNICORN_SDIST")
     if not sdist:
-        pytest.skip("about a minute: set RSELECTORS_GUNICORN_SDIST to an unpacked gunicorn "
-                    "27.0.1 sdist to run gunicorn's gevent tests (.ci/run does)")
+        pytest.skip("gunicorn's gevent tests need its sdist: set RSELECTORS_GUNICORN_SDIST to "
+                    "an unpacked gunicorn 27.0.1 sdist (.ci/run's consumer-suites stage does)")
     pytest.importorskip("h2", reason="gunicorn's http2 tests need h2 (.ci/run installs it)")
     results = {}
     for mode in MODES:

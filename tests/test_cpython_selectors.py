@@ -1,30 +1,24 @@
 """CPython's own test_selectors, run on rselectors and on the stdlib.
 
-The driver ``tests/cpython/run_test_selectors.py`` runs the running
-interpreter's ``test.test_selectors`` (with ``-u cpu`` semantics, so
-``test_above_fd_setsize`` runs) in a subprocess, once with
+The driver ``tests/cpython/run_stdlib_suite.py`` (the one driver of CPython's
+suites) runs the running interpreter's ``test.test_selectors`` with ``-u cpu``
+(so ``test_above_fd_setsize`` runs) in a subprocess, once with
 ``rselectors.install()`` and once on the standard library.  Every test that
-passes on the stdlib must pass on rselectors, except the ones listed in
-``KNOWN_EXCLUSIONS`` (test id -> reason).
+passes on the stdlib must pass on rselectors: no test is excluded.
 """
 
 import collections
 import concurrent.futures
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-DRIVER = Path(__file__).resolve().parent / "cpython" / "run_test_selectors.py"
-SUMMARY_PREFIX = "CPYTHON_TEST_SELECTORS_SUMMARY "
-TIMEOUT = 300
+sys.path.insert(0, str(Path(__file__).resolve().parent / "cpython"))
+import compare_stdlib_suites  # noqa: E402
 
-# test id (e.g. "test.test_selectors.EpollSelectorTestCase.test_modify") ->
-# why it may pass on the stdlib and not on rselectors.
-KNOWN_EXCLUSIONS = {}
+SUITE = ["test.test_selectors", "-u", "cpu"]
+TIMEOUT = 300
 IMPLS = ("stdlib", "rselectors")
 
 # Where libkqueue (KqueueSelector on Linux, the `libkqueue` feature) differs from a BSD kernel,
@@ -41,30 +35,7 @@ LIBKQUEUE_DIFFERENCES = {
 
 
 def _run_driver(impl, *extra):
-    cmd = [sys.executable, str(DRIVER), "-q", *extra]
-    if impl == "stdlib":
-        cmd.append("--stdlib")
-    env = dict(os.environ)
-    env.pop("PYTHONSAFEPATH", None)
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=TIMEOUT, env=env,
-                              cwd=str(DRIVER.parent))
-    except subprocess.TimeoutExpired as e:
-        err = e.stderr
-        if isinstance(err, bytes):
-            err = err.decode("utf-8", "replace")
-        return {"impl": impl, "error": "timed out after %ss" % TIMEOUT,
-                "stderr": (err or "")[-4000:]}
-    summaries = [line[len(SUMMARY_PREFIX):] for line in proc.stdout.splitlines()
-                 if line.startswith(SUMMARY_PREFIX)]
-    if not summaries:
-        return {"impl": impl, "error": "no summary (rc=%r)" % proc.returncode,
-                "stderr": proc.stderr[-4000:], "stdout": proc.stdout[-2000:]}
-    summary = json.loads(summaries[-1])
-    summary["returncode"] = proc.returncode
-    summary["stderr_tail"] = proc.stderr[-4000:]
-    return summary
+    return compare_stdlib_suites.run_driver(SUITE + list(extra), impl, TIMEOUT)
 
 
 def _format(summary):
@@ -145,31 +116,12 @@ def test_rselectors_passes_what_stdlib_passes(results):
     report = _report(results)
     assert "error" not in stdlib and "error" not in ours, report
     assert stdlib["setup_ok"] and ours["setup_ok"], report
-    regressions = []
-    for test_id, v in sorted(stdlib["tests"].items()):
-        if v["outcome"] != "passed" or test_id in KNOWN_EXCLUSIONS:
-            continue
-        got = ours["tests"].get(test_id)
-        if got is None or got["outcome"] != "passed":
-            detail = ((got or {}).get("detail") or "").strip()
-            regressions.append("%s: %s\n%s" % (
-                test_id, got["outcome"] if got else "not run",
-                "\n".join("      " + l for l in detail.splitlines()[-12:])))
+    regressions = compare_stdlib_suites.regressions(stdlib["tests"], ours["tests"])
     assert not regressions, "%d test(s) pass on the stdlib but not on " \
         "rselectors:\n%s\n\n%s" % (len(regressions), "\n".join(regressions),
                                    report)
-
-
-def test_known_exclusions_are_current(results):
-    stdlib, ours = results["stdlib"], results["rselectors"]
-    if "error" in stdlib or "error" in ours:
-        pytest.skip("driver failed; reported by the other tests")
-    unknown = [t for t in KNOWN_EXCLUSIONS if t not in stdlib["tests"]]
-    assert not unknown, "KNOWN_EXCLUSIONS names unknown tests: %s" % unknown
-    fixed = [t for t in KNOWN_EXCLUSIONS
-             if ours["tests"].get(t, {}).get("outcome") == "passed"]
-    for test_id in fixed:
-        print("note: excluded test now passes on rselectors: %s" % test_id)
+    # Same set of tests on both sides (a test missing on one side would be hidden).
+    assert set(stdlib["tests"]) == set(ours["tests"]), report
 
 
 def test_kqueue_selector_test_case():

@@ -4,14 +4,16 @@ Bounded stress: mutator threads register / modify (events, data, both) / unregis
 socket pairs they own and make them ready or drain them, while selector threads loop in
 select() on the same selector; at the end every fd registered and not unregistered must be
 reported when made ready, with its last events and data.  A last phase closes the selector
-while selector threads are blocked in it.  Each test runs on the stdlib too (that run
+while selector threads are busy in it (a close while idle threads are blocked in select() is
+test_diff_concurrency.py's test_close_while_select_blocked).  Each test runs on the stdlib too (that run
 validates the test) and the exceptions seen must be the stdlib's: none, except
 RuntimeError("concurrent poll() invocation") for PollSelector, which allows one select() at
 a time.
 
 Figures: STRESS_SECONDS of stress with MUTATORS mutator threads and SELECTORS selector
 threads, on PAIRS socket pairs, for each of Epoll, Poll, Select (rselectors); the stdlib runs
-a third of that.
+a third of that. Each stress test prints what it did (`pytest -s` shows it); longer runs with
+other figures: benches/soak/thread_soak.py.
 """
 
 import random
@@ -31,8 +33,6 @@ MUTATORS = 2
 SELECTORS = 2
 PAIRS_PER_MUTATOR = 24
 POLL_CONCURRENT = ("RuntimeError", "concurrent poll() invocation")
-
-STATS = {}
 
 
 def _drain(sock):
@@ -173,58 +173,15 @@ def test_thread_stress(module, kind):
         for a, (ev, data) in expected.items():
             key = sel.get_key(a)
             assert (key.events, key.data) == (ev, data)
-        STATS[(module.__name__, kind)] = dict(
+        print("stress", module.__name__, kind, dict(
             seconds=seconds, ops=sum(m.ops for m in muts), selects=sum(t.calls for t in loops),
             reported=sum(t.reported for t in loops), registered_at_end=len(expected),
-            exceptions=seen)
+            exceptions=seen))
     finally:
         sel.close()
         for a, b in pairs:
             a.close()
             b.close()
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_close_while_threads_blocked(module, kind):
-    """Two threads blocked in select(5) on an idle fd; a third closes the selector; the
-    fd is then made ready: the blocked threads return (or raise the stdlib's exception)
-    within a bound, and close() itself returns promptly."""
-    sel = selector_class(module, kind)()
-    a, b = socket.socketpair()
-    try:
-        sel.register(a, R, "a")
-        results = []
-
-        def waiter():
-            try:
-                results.append(("ok", sel.select(5)))
-            except Exception as exc:  # noqa: BLE001
-                results.append(("raise", type(exc).__name__, str(exc)))
-
-        waiters = [threading.Thread(target=waiter, daemon=True) for _ in range(2)]
-        for t in waiters:
-            t.start()
-        time.sleep(0.1)
-        t0 = time.monotonic()
-        closer = threading.Thread(target=sel.close, daemon=True)
-        closer.start()
-        closer.join(2)
-        assert not closer.is_alive(), "close() blocked behind a select()"
-        assert time.monotonic() - t0 < 1.0
-        b.send(b"x")
-        assert not join_all(waiters, 6), "a select() never returned after close()"
-        assert sel.get_map() is None
-        for res in results:
-            if res[0] == "ok":
-                # a wait that started before close may still see the fd ready, but no key
-                # survives close(): nothing can be reported
-                assert res[1] == [], res
-            else:
-                assert res[1:] == POLL_CONCURRENT and kind == "Poll", res
-    finally:
-        sel.close()
-        a.close()
-        b.close()
 
 
 @pytest.mark.parametrize("n_waiters", [1, 3])
@@ -464,7 +421,7 @@ def test_map_iteration_while_other_threads_mutate(module, kind):
                    ("RuntimeError", "dictionary keys changed during iteration"),
                    ("KeyError", "'N is not registered'")}
         assert set(seen) <= allowed, set(seen) - allowed
-        STATS[(module.__name__, kind, "map-iteration")] = dict(exceptions=seen)
+        print("stress", module.__name__, kind, "map-iteration", dict(exceptions=seen))
     finally:
         stop.set()
         sel.close()
@@ -472,8 +429,3 @@ def test_map_iteration_while_other_threads_mutate(module, kind):
             a.close()
             b.close()
 
-
-def test_print_stress_figures():
-    """Not a check: prints the stress figures (pytest -s) for the closing note."""
-    for k, v in sorted(STATS.items()):
-        print("stress", k, v)

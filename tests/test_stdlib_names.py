@@ -4,7 +4,7 @@ rselectors defines the selector classes, `SelectorKey`, `EVENT_*` and `_Selector
 class of its own `get_map()`); every other name of the stdlib module (`_BaseSelectorImpl`,
 `_PollLikeSelector`, `_fileobj_to_fd`, `_can_use`, `select`, `sys`, `math`, `namedtuple`,
 `Mapping`, `BaseSelector`, ... whatever this version has) is the stdlib's own object. Runs
-on every CPython the suite covers (tests/test_other_pythons.py).
+on every CPython the suite covers (tests/run_other_pythons.py).
 """
 
 import os

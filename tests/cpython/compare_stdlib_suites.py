@@ -81,6 +81,22 @@ def run_one(module, impl, resources, timeout):
     return summary
 
 
+def regressions(stdlib_tests, our_tests):
+    """The tests that pass on the stdlib and not on rselectors (given the ``tests`` of both
+    runs' summaries), each with its outcome on rselectors and the end of what it said."""
+    found = []
+    for test_id, v in sorted(stdlib_tests.items()):
+        if v["outcome"] != "passed":
+            continue
+        got = our_tests.get(test_id)
+        if got is None or got["outcome"] != "passed":
+            detail = ((got or {}).get("detail") or "").strip()
+            found.append("%s: %s\n%s" % (
+                test_id, got["outcome"] if got else "not run",
+                "\n".join("      " + line for line in detail.splitlines()[-12:])))
+    return found
+
+
 def counts(tests):
     found = collections.Counter(v["outcome"] for v in tests.values())
     return "run=%d passed=%d failed=%d errors=%d skipped=%d%s" % (

@@ -4,13 +4,15 @@ resolving to rselectors (or, with ``--stdlib``, on the standard library).
 
 Usage::
 
+    python tests/cpython/run_stdlib_suite.py test.test_selectors -u cpu
     python tests/cpython/run_stdlib_suite.py test.test_socketserver -u network
     python tests/cpython/run_stdlib_suite.py test.test_subprocess -k communicate
     python tests/cpython/run_stdlib_suite.py --stdlib test.test_socketserver -u network
 
-The same approach as ``run_test_selectors.py`` (whose result recorder this
-reuses): ``rselectors.install()`` first, before the test module (and the
-stdlib modules it uses: ``subprocess``, ``socketserver``, ...) is imported,
+``python -m test -u ... MODULE`` with ``rselectors.install()`` done first,
+before the test module (and the stdlib modules it uses: ``subprocess``,
+``socketserver``, ...) is imported, so that the suite's ``import selectors``
+(and ``unittest.mock.patch('selectors....')``) resolves to rselectors;
 ``support.use_resources`` set as ``python -m test -u ...`` would, the module's
 tests loaded with unittest's loader (``-k`` patterns are unittest's
 ``testNamePatterns``: ``-k communicate`` runs every test whose id contains
@@ -21,9 +23,14 @@ classes the consumers really hold: with rselectors,
 module's own ``selectors`` global (if any) is rselectors; with ``--stdlib``
 they are the standard library's and rselectors is not imported.
 
-The last line on stdout is ``CPYTHON_STDLIB_SUITE_SUMMARY {json}`` with the
-same fields as run_test_selectors.py's summary plus ``module`` and
-``consumers`` (what each consumer attribute was).  Exit status: 0 all passed,
+The last line on stdout is ``CPYTHON_STDLIB_SUITE_SUMMARY {json}`` with
+``impl``, ``module``, ``python``, ``setup_ok``, ``setup_problems``,
+``default_selector``, ``consumers`` (what each consumer attribute was),
+``counts`` and ``tests``: {test id: {"outcome": passed|failed|error|skipped|
+expected_failure|unexpected_success, "detail": skip reason or traceback}}.
+The one driver of CPython's suites: ``tests/test_cpython_selectors.py``
+(``test.test_selectors``), ``tests/test_consumers_cpython.py`` and
+``compare_stdlib_suites.py`` run it.  Exit status: 0 all passed,
 1 some test failed, 2 setup/identity problem.
 """
 
@@ -36,10 +43,61 @@ import sys
 import time
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run_test_selectors import RecordingResult  # noqa: E402
-
 SUMMARY_PREFIX = "CPYTHON_STDLIB_SUITE_SUMMARY "
+
+_RANK = {"passed": 0, "expected_failure": 0, "skipped": 1,
+         "unexpected_success": 2, "failed": 3, "error": 4}
+
+
+class RecordingResult(unittest.TextTestResult):
+    """TextTestResult that also records one outcome per test id."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outcomes = {}
+
+    def _record(self, test, outcome, detail=None):
+        entry = {"outcome": outcome}
+        if detail is not None:
+            entry["detail"] = detail
+        test_id = test.id()
+        previous = self.outcomes.get(test_id)
+        if previous is None or _RANK[outcome] > _RANK[previous["outcome"]]:
+            self.outcomes[test_id] = entry
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._record(test, "passed")
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._record(test, "failed", self._exc_info_to_string(err, test))
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._record(test, "error", self._exc_info_to_string(err, test))
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._record(test, "skipped", reason)
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self._record(test, "expected_failure")
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self._record(test, "unexpected_success")
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            outcome = ("failed" if issubclass(err[0], test.failureException)
+                       else "error")
+            self._record(test, outcome,
+                         "%s: %s" % (subtest.id(),
+                                     self._exc_info_to_string(err, test)))
+
 
 # module name -> attribute holding the selector class the module uses.
 CONSUMERS = {
@@ -88,6 +146,10 @@ def _check_identity(stdlib_run, test_module):
             problems.append("%s.selectors is %r, not rselectors"
                             % (test_module.__name__, in_test))
         expected_module = "rselectors"
+    default = getattr(sys.modules.get("selectors"), "DefaultSelector", None)
+    if not (getattr(default, "__module__", None) or "").startswith(expected_module):
+        problems.append("selectors.DefaultSelector is %s, expected a class of %s"
+                        % (_describe(default), expected_module))
     for modname, attr in CONSUMERS.items():
         module = sys.modules.get(modname)
         if module is None or not hasattr(module, attr):
