@@ -146,8 +146,10 @@ def test_other_errors_of_pwait2_are_raised_not_taken_for_missing(idle):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_eintr_retries_keep_the_deadline(kind, idle):
-    """SIGALRM every 100 us during select(3 ms): each retry waits what is left, to the
-    microsecond, and the call lasts at least 3 ms in all."""
+    """SIGALRM every 100 us during select(10 ms): each retry waits what is left, to the
+    microsecond, and the call lasts at least 10 ms in all. A loaded machine can merge the
+    timer's signals into one, so the wait is made again (up to 5 times) until at least two
+    interrupted it: every wait must last its 10 ms."""
     hits = [0]
 
     def handler(signum, frame):
@@ -155,14 +157,20 @@ def test_eintr_retries_keep_the_deadline(kind, idle):
 
     sel = idle(kind)
     old = signal.signal(signal.SIGALRM, handler)
+    took = []
     try:
-        signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
-        took = elapsed_ns(sel, 0.003)
+        for _ in range(5):
+            hits[0] = 0
+            signal.setitimer(signal.ITIMER_REAL, 0.0001, 0.0001)
+            took.append(elapsed_ns(sel, 0.01))
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            if hits[0] >= 2:
+                break
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, old)
-    assert took >= 3_000_000
-    assert hits[0] >= 2
+    assert min(took) >= 10_000_000, took
+    assert hits[0] >= 2, "never two signals in a 10 ms wait, in %d tries" % len(took)
 
 
 TIMER_LOOP = """
