@@ -15,6 +15,7 @@ pub struct Selector<B, K> {
 }
 
 /// Why `register` failed; the key comes back so the caller can drop it where it likes.
+#[cfg(test)]
 pub enum RegisterError<K> {
     AlreadyRegistered(K),
     Backend(Error, K),
@@ -23,7 +24,7 @@ pub enum RegisterError<K> {
 /// The stdlib's `register`, `modify` and `unregister` are steps with user code between them
 /// (`events & EVENT_READ`, `fileno()` again, `__eq__`): the binding calls the steps in the
 /// stdlib's order and runs that code between them, without the selector's lock. `register`
-/// is those steps in one go, for callers with no code to run between them.
+/// is those steps in one go, for the tests.
 impl<B: Backend, K> Selector<B, K> {
     pub fn new(backend: B) -> Self {
         Selector {
@@ -42,6 +43,7 @@ impl<B: Backend, K> Selector<B, K> {
     }
 
     /// Adds the key, then the OS registration; if the OS refuses, the key goes too.
+    #[cfg(test)]
     pub fn register(&mut self, fd: u64, interest: u8, key: K) -> Result<(), RegisterError<K>> {
         self.insert_key(fd, key)
             .map_err(RegisterError::AlreadyRegistered)?;

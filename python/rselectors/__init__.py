@@ -11,6 +11,8 @@ the stdlib module to the stdlib's object.
 
 import select
 import sys
+from collections import namedtuple
+from collections.abc import Mapping
 
 from . import _rselectors
 from ._install import _stdlib_module
@@ -44,19 +46,19 @@ BaseSelector = _stdlib.BaseSelector
 # SelectorKey and get_map()'s class, made as selectors.py makes them (their docstrings are
 # the running version's own), then handed to the Rust side, which builds keys and maps of
 # them without going through their Python-level constructors.
-SelectorKey = _stdlib.namedtuple("SelectorKey", ["fileobj", "fd", "events", "data"])
+SelectorKey = namedtuple("SelectorKey", ["fileobj", "fd", "events", "data"])
 SelectorKey.__doc__ = _stdlib.SelectorKey.__doc__
 for _field in SelectorKey._fields:
     getattr(SelectorKey, _field).__doc__ = getattr(_stdlib.SelectorKey, _field).__doc__
 del _field
 
 
-class _SelectorMapping(_rselectors._SelectorMapping, _stdlib.Mapping):
+class _SelectorMapping(_rselectors._SelectorMapping, Mapping):
     """Mapping of file objects to selector keys."""
 
-    if _stdlib.sys.version_info < (3, 13):
+    if sys.version_info < (3, 13):
         # Before 3.13 the stdlib's mapping inherits `get(key, default=None)` from Mapping.
-        get = _stdlib.Mapping.get
+        get = Mapping.get
 
 
 _rselectors._set_types(SelectorKey, _SelectorMapping)

@@ -28,18 +28,6 @@ impl Select {
     pub fn new() -> Self {
         Self::default()
     }
-
-    /// What `fd` is watched for (`READ`/`WRITE` bits), 0 if nothing.
-    pub fn interest(&self, fd: u64) -> u8 {
-        let mut interest = 0;
-        if self.readers.contains(&fd) {
-            interest |= super::READ;
-        }
-        if self.writers.contains(&fd) {
-            interest |= super::WRITE;
-        }
-        interest
-    }
 }
 
 impl Backend for Select {
@@ -74,8 +62,16 @@ impl Backend for Select {
 
     fn close(&mut self) {}
 
+    /// What `fd` is watched for (`READ`/`WRITE` bits), 0 if nothing.
     fn interest(&self, fd: u64) -> Option<u8> {
-        Some(Select::interest(self, fd))
+        let mut interest = 0;
+        if self.readers.contains(&fd) {
+            interest |= super::READ;
+        }
+        if self.writers.contains(&fd) {
+            interest |= super::WRITE;
+        }
+        Some(interest)
     }
 }
 
