@@ -40,11 +40,16 @@ pub fn interest_of(events: &Bound<'_, PyAny>) -> PyResult<u8> {
     }
     let mut interest = 0;
     for bit in [READ, WRITE] {
-        if events.bitand(i64::from(bit))?.is_truthy()? {
+        if wants(events, bit)? {
             interest |= bit;
         }
     }
     Ok(interest)
+}
+
+/// `events & bit`, truth-tested: one step of the stdlib's `if events & EVENT_READ:`.
+pub fn wants(events: &Bound<'_, PyAny>, bit: u8) -> PyResult<bool> {
+    events.bitand(i64::from(bit))?.is_truthy()
 }
 
 /// `a != b` as Python evaluates it, skipping the call where identity settles it.

@@ -14,7 +14,7 @@ use super::poller::OsStep;
 use super::results::Entry;
 use crate::backend::Kind;
 use crate::python::errors::backend_error;
-use crate::python::events::{check_register_events, events_as_i64, interest_of};
+use crate::python::events::{check_register_events, events_as_i64, interest_of, wants};
 use crate::python::fd::{hash_as_dict_key, hash_as_set_element, is_plain_int, warn_if_bool_fd};
 use crate::python::key::new_key;
 
@@ -44,10 +44,8 @@ impl SelectorBase {
         let is_bool = fd_obj.is_exact_instance_of::<PyBool>();
         let poll_like = self.kind.is_poll_like();
         let plain_fd = is_plain_int(&fd_obj);
-        // The stdlib's order: the key goes in the dict, then `events & EVENT_READ` and
-        // `events & EVENT_WRITE` are computed, then the OS registration is made; if that
-        // fails, `unregister(fileobj)` takes the key back. Plain ints run no Python code in
-        // between, so the key and the OS registration go in under one lock hold.
+        // Plain ints and int events run no Python code between the steps, so the key and the
+        // OS registration go in under one lock hold.
         let native = match events_as_i64(events) {
             Some(e) if self.native() && !(is_bool && poll_like) && plain_fd => Some(e),
             _ => None,
@@ -104,13 +102,10 @@ impl SelectorBase {
             let mut interest = 0;
             let mut failed = None;
             for bit in [crate::backend::READ, crate::backend::WRITE] {
-                let step = events
-                    .bitand(i64::from(bit))
-                    .and_then(|masked| masked.is_truthy())
-                    .and_then(|set| match set {
-                        true => hash_as_set_element(fd_obj).map(|()| bit),
-                        false => Ok(0),
-                    });
+                let step = wants(events, bit).and_then(|set| match set {
+                    true => hash_as_set_element(fd_obj).map(|()| bit),
+                    false => Ok(0),
+                });
                 match step {
                     Ok(added) => interest |= added,
                     Err(err) => {
@@ -134,13 +129,10 @@ impl SelectorBase {
             // before it computes `events & EVENT_WRITE`, all inside its `try`: any error,
             // from Python code or the OS, takes the key back.
             for bit in [crate::backend::READ, crate::backend::WRITE] {
-                let step = events
-                    .bitand(i64::from(bit))
-                    .and_then(|masked| masked.is_truthy())
-                    .and_then(|wanted| match wanted {
-                        true => self.os_watch(fd_obj, fd, bit, OsStep::Add),
-                        false => Ok(()),
-                    });
+                let step = wants(events, bit).and_then(|wanted| match wanted {
+                    true => self.os_watch(fd_obj, fd, bit, OsStep::Add),
+                    false => Ok(()),
+                });
                 if let Err(err) = step {
                     return Ok(Err(err));
                 }
