@@ -25,6 +25,7 @@ pub struct OwnedMutex<T> {
 /// the thread pointer; a thread-local's address would cost a `__tls_get_addr` call in a
 /// shared library). Never 0, the "free" value, for a live thread.
 #[cfg(unix)]
+#[inline]
 fn thread_token() -> usize {
     // SAFETY: pthread_self has no preconditions and cannot fail.
     unsafe { libc::pthread_self() as usize }
@@ -53,7 +54,27 @@ impl<T> OwnedMutex<T> {
 
     /// As `lock`, with `wait` taking the mutex (the binding's waits detach from Python
     /// meanwhile); it is called only after a `try_lock` found the mutex taken.
+    #[inline]
     pub fn lock_with<'a>(
+        &'a self,
+        wait: impl FnOnce(&'a Mutex<T>) -> LockResult<MutexGuard<'a, T>>,
+    ) -> Result<OwnedGuard<'a, T>, Reentered> {
+        // Uncontended, as it always is under the GIL, this is one try_lock and no owner
+        // check: a thread that holds the lock finds it taken too, and only then reads the
+        // owner. A panic cannot leave the state half-changed in a way that matters more than
+        // refusing every later call would, so a poisoned lock is simply taken over.
+        match self.mutex.try_lock() {
+            Ok(guard) => Ok(self.own(guard, thread_token())),
+            Err(TryLockError::Poisoned(p)) => Ok(self.own(p.into_inner(), thread_token())),
+            Err(TryLockError::WouldBlock) => self.lock_taken(wait),
+        }
+    }
+
+    /// `lock_with` once the mutex was found taken: by this thread (an error), or by another
+    /// (wait for it).
+    #[cold]
+    #[inline(never)]
+    fn lock_taken<'a>(
         &'a self,
         wait: impl FnOnce(&'a Mutex<T>) -> LockResult<MutexGuard<'a, T>>,
     ) -> Result<OwnedGuard<'a, T>, Reentered> {
@@ -61,13 +82,7 @@ impl<T> OwnedMutex<T> {
         if self.owner.load(Ordering::Relaxed) == me {
             return Err(Reentered);
         }
-        // A panic cannot leave the state half-changed in a way that matters more than
-        // refusing every later call would, so a poisoned lock is simply taken over.
-        let guard = match self.mutex.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => wait(&self.mutex).unwrap_or_else(|p| p.into_inner()),
-        };
+        let guard = wait(&self.mutex).unwrap_or_else(|p| p.into_inner());
         Ok(self.own(guard, me))
     }
 
@@ -81,6 +96,7 @@ impl<T> OwnedMutex<T> {
         Some(self.own(guard, thread_token()))
     }
 
+    #[inline]
     fn own<'a>(&'a self, guard: MutexGuard<'a, T>, me: usize) -> OwnedGuard<'a, T> {
         self.owner.store(me, Ordering::Relaxed);
         OwnedGuard {
@@ -96,6 +112,7 @@ pub struct OwnedGuard<'a, T> {
 }
 
 impl<T> Drop for OwnedGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
         // Before the mutex itself is released (fields drop after this body).
         self.owner.store(0, Ordering::Relaxed);

@@ -66,21 +66,21 @@ impl SelectorBase {
 
     /// The state. Only native steps run under it; if Python code ever re-enters the selector
     /// while this thread holds it, the call fails loudly instead of deadlocking.
+    #[inline]
     pub(super) fn lock(&self) -> PyResult<OwnedGuard<'_, State>> {
-        // SAFETY: only methods called from Python take the lock (never inside `detach`), so
-        // this thread is attached to the interpreter.
-        let py = unsafe { Python::assume_attached() };
         // A thread that has to wait for the lock detaches meanwhile: on a free-threaded build
         // a stop-the-world pause (the GC) must not wait on a thread blocked here. Uncontended,
         // as it always is under the GIL, this is one try_lock.
-        self.state
-            .lock_with(|mutex| mutex.lock_py_attached(py))
-            .map_err(|Reentered| {
-                PyRuntimeError::new_err(
-                    "rselectors: selector re-entered while this thread holds its lock (a bug in \
-                     rselectors; please report it)",
-                )
-            })
+        let locked = self.state.lock_with(|mutex| {
+            // SAFETY: only methods called from Python take the lock (never inside `detach`),
+            // so this thread is attached to the interpreter.
+            let py = unsafe { Python::assume_attached() };
+            mutex.lock_py_attached(py)
+        });
+        match locked {
+            Ok(guard) => Ok(guard),
+            Err(Reentered) => Err(reentered()),
+        }
     }
 
     /// Keeps `bool_fds` in step when a key whose fd is a bool leaves the table.
@@ -121,6 +121,15 @@ impl SelectorBase {
             .entry_at(cursor)
             .map(|(next, _, entry)| (next, entry.field(py, 1).unbind())))
     }
+}
+
+/// The error of a selector call made while this thread holds the selector's lock.
+#[cold]
+fn reentered() -> PyErr {
+    PyRuntimeError::new_err(
+        "rselectors: selector re-entered while this thread holds its lock (a bug in rselectors; \
+         please report it)",
+    )
 }
 
 #[pymethods]
