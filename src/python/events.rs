@@ -18,8 +18,10 @@ pub fn events_as_i64(events: &Bound<'_, PyAny>) -> Option<i64> {
 }
 
 /// The check at the top of `register`: `if (not events) or (events & ~(READ | WRITE))`.
-pub fn check_register_events(events: &Bound<'_, PyAny>) -> PyResult<()> {
-    let invalid = match events_as_i64(events) {
+/// Returns `events_as_i64(events)`, for the caller's fast path.
+pub fn check_register_events(events: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+    let plain = events_as_i64(events);
+    let invalid = match plain {
         Some(e) => e == 0 || e & !3 != 0,
         None => !events.is_truthy()? || events.bitand(!3i64)?.is_truthy()?,
     };
@@ -29,7 +31,7 @@ pub fn check_register_events(events: &Bound<'_, PyAny>) -> PyResult<()> {
             events.repr()?
         )));
     }
-    Ok(())
+    Ok(plain)
 }
 
 /// What to ask the OS for: `events & EVENT_READ`, then `events & EVENT_WRITE`, each

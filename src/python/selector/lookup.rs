@@ -16,37 +16,55 @@ impl SelectorBase {
     /// `_fileobj_lookup`: the fd of `fileobj` (as the Python object a key holds, and its
     /// number), or, when it no longer has a valid one, the fd it was registered under (an
     /// identity search, so closed files can be unregistered).
+    #[inline]
     pub(super) fn lookup_fd_object<'py>(
         &self,
         fileobj: &Bound<'py, PyAny>,
     ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
-        let py = fileobj.py();
         match fileobj_to_fd(fileobj) {
-            Err(err) if err.is_instance_of::<PyValueError>(py) => {
-                let state = self.lock()?;
-                let found = state
-                    .core
-                    .keys()
-                    .iter()
-                    .find(|(_, entry)| entry.field(py, 0).is(fileobj))
-                    .map(|(fd, entry)| (entry.field(py, 1), Some(fd)));
-                drop(state);
-                found.ok_or(err)
+            Err(err) if err.is_instance_of::<PyValueError>(fileobj.py()) => {
+                self.registered_as(fileobj, err)
             }
             result => result,
         }
+    }
+
+    /// The fd object `fileobj` itself was registered with, found by identity, for a file
+    /// object whose `fileno()` failed with `err` (a closed file).
+    #[cold]
+    #[inline(never)]
+    fn registered_as<'py>(
+        &self,
+        fileobj: &Bound<'py, PyAny>,
+        err: PyErr,
+    ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
+        let py = fileobj.py();
+        let state = self.lock()?;
+        let found = state
+            .core
+            .keys()
+            .iter()
+            .find(|(_, entry)| entry.field(py, 0).is(fileobj))
+            .map(|(fd, entry)| (entry.field(py, 1), Some(fd)));
+        drop(state);
+        found.ok_or(err)
     }
 
     /// The fd of `fileobj` for a lookup in the stdlib's `try: ... self._fd_to_key[fd] ...
     /// except KeyError: raise KeyError(f"{fileobj!r} is not registered") from None`:
     /// `fileno()` and the fd's hash run inside it, so a KeyError they raise becomes that one.
     /// `pop` for `dict.pop`, which hashes nothing when the dict is empty.
+    #[inline]
     pub(super) fn lookup_in_try<'py>(
         &self,
         fileobj: &Bound<'py, PyAny>,
         pop: bool,
     ) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
-        self.in_try(fileobj, self.lookup_fd_object(fileobj), pop)
+        match self.lookup_fd_object(fileobj) {
+            // A plain int's hash runs no code: the common case returns at once.
+            Ok((fd_obj, fd)) if is_plain_int(&fd_obj) => Ok((fd_obj, fd)),
+            found => self.in_try(fileobj, found, pop),
+        }
     }
 
     /// `lookup_in_try` with the `fileno()` lookup already made.
@@ -80,6 +98,7 @@ impl SelectorBase {
     /// `self._fd_to_key.get(fd_obj)`, its hash taken already: the key stored under the same
     /// number, if the stored fd object also compares equal (an int subclass's `__eq__` runs,
     /// as in a dict lookup).
+    #[inline]
     pub(super) fn key_for(
         &self,
         fd_obj: &Bound<'_, PyAny>,
@@ -87,15 +106,20 @@ impl SelectorBase {
     ) -> PyResult<Option<Py<PyTuple>>> {
         let py = fd_obj.py();
         let Some(fd) = fd else { return Ok(None) };
-        let key = {
+        let (key, same) = {
             let state = self.lock()?;
             match state.core.keys().get(fd) {
-                Some(entry) => entry.key.clone_ref(py),
+                Some(entry) => (
+                    entry.key.clone_ref(py),
+                    entry.same_fd_without_python(fd_obj),
+                ),
                 None => return Ok(None),
             }
         };
-        let stored_fd = key.bind(py).get_borrowed_item(1)?;
-        Ok(same_dict_key(&stored_fd, fd_obj)?.then_some(key))
+        if same {
+            return Ok(Some(key));
+        }
+        key_if_same(key, fd_obj)
     }
 
     /// The key registered for `fileobj`, if any (a bad file object raises as in the stdlib):
@@ -135,24 +159,49 @@ impl SelectorBase {
 
     /// The mapping's `[]`: the key, KeyError if none. Before 3.13 the lookup runs inside the
     /// `try` that rewords KeyErrors; from 3.13 only a missing key is reworded.
+    #[inline]
     pub(crate) fn getitem(&self, fileobj: &Bound<'_, PyAny>) -> PyResult<Py<PyTuple>> {
-        let py = fileobj.py();
         let found = self.lookup_fd_object(fileobj);
-        let before_3_13 = !python_3_13(py);
+        // The common case: a plain int fd, registered under a plain int. Two plain ints of
+        // one number are the same dict key, and neither hashing nor comparing them runs code.
+        if let Ok((fd_obj, Some(fd))) = &found {
+            if is_plain_int(fd_obj) {
+                let state = self.lock()?;
+                if let Some(entry) = state.core.keys().get(*fd) {
+                    if entry.same_fd_without_python(fd_obj) {
+                        return Ok(entry.key.clone_ref(fileobj.py()));
+                    }
+                }
+            }
+        }
+        self.getitem_found(fileobj, found)
+    }
+
+    /// `getitem` once `fileno()` gave `found`, off its common case.
+    #[inline(never)]
+    fn getitem_found<'py>(
+        &self,
+        fileobj: &Bound<'py, PyAny>,
+        found: PyResult<(Bound<'py, PyAny>, FdNum)>,
+    ) -> PyResult<Py<PyTuple>> {
+        let py = fileobj.py();
         let (fd_obj, fd) = match found {
             // A plain int's hash runs no Python code, in any version.
             Ok((fd_obj, fd)) if is_plain_int(&fd_obj) => (fd_obj, fd),
-            found if before_3_13 => self.in_try(fileobj, found, false)?,
+            found if !python_3_13(py) => self.in_try(fileobj, found, false)?,
             found => {
                 let (fd_obj, fd) = found?;
                 hash_as_dict_key(&fd_obj)?;
                 (fd_obj, fd)
             }
         };
-        self.key_for(&fd_obj, fd)?.ok_or_else(|| {
-            let handled = before_3_13.then(|| Self::missing(&fd_obj));
-            Self::not_registered(fileobj, handled)
-        })
+        match self.key_for(&fd_obj, fd)? {
+            Some(key) => Ok(key),
+            None => {
+                let handled = (!python_3_13(py)).then(|| Self::missing(&fd_obj));
+                Err(Self::not_registered(fileobj, handled))
+            }
+        }
     }
 
     /// `Mapping.__contains__`: `self[fileobj]`, False on KeyError.
@@ -181,6 +230,13 @@ impl SelectorBase {
             Err(err) => err,
         }
     }
+}
+
+/// `key` if its fd object is the same dict key as `fd_obj` (`key_for` off its common case).
+#[inline(never)]
+fn key_if_same(key: Py<PyTuple>, fd_obj: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyTuple>>> {
+    let stored_fd = key.bind(fd_obj.py()).get_borrowed_item(1)?;
+    Ok(same_dict_key(&stored_fd, fd_obj)?.then_some(key))
 }
 
 /// Whether a dict holding `stored` finds it again when looked up with `fd_obj` (same hash

@@ -9,12 +9,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyTuple};
 
 use super::base::SelectorBase;
-use super::lookup::{same_dict_key, same_without_python};
+use super::lookup::same_dict_key;
 use super::poller::OsStep;
 use super::results::Entry;
 use crate::backend::Kind;
 use crate::python::errors::backend_error;
-use crate::python::events::{check_register_events, events_as_i64, interest_of, wants};
+use crate::python::events::{check_register_events, interest_of, wants};
 use crate::python::fd::{hash_as_dict_key, hash_as_set_element, is_plain_int, warn_if_bool_fd};
 use crate::python::key::new_key;
 
@@ -29,7 +29,7 @@ impl SelectorBase {
         data: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyTuple>> {
         let py = fileobj.py();
-        check_register_events(events)?;
+        let plain_events = check_register_events(events)?;
         let (fd_obj, fd) = self.lookup_fd_object(fileobj)?;
         let key = new_key(py, fileobj, &fd_obj, events, data)?;
         let Some(fd) = fd else {
@@ -46,7 +46,7 @@ impl SelectorBase {
         let plain_fd = is_plain_int(&fd_obj);
         // Plain ints and int events run no Python code between the steps, so the key and the
         // OS registration go in under one lock hold.
-        let native = match events_as_i64(events) {
+        let native = match plain_events {
             Some(e) if self.native() && !(is_bool && poll_like) && plain_fd => Some(e),
             _ => None,
         };
@@ -182,16 +182,17 @@ impl SelectorBase {
     pub(super) fn pop_key(&self, fd_obj: &Bound<'_, PyAny>, fd: u64) -> PyResult<Option<Entry>> {
         let py = fd_obj.py();
         let mut state = self.lock()?;
-        let stored = match state.core.keys().get(fd) {
-            Some(entry) => entry.field(py, 1),
-            None => return Ok(None),
-        };
-        if !same_without_python(&stored, fd_obj) {
-            drop(state);
-            if !same_dict_key(&stored, fd_obj)? {
-                return Ok(None);
+        match state.core.keys().get(fd) {
+            Some(entry) if entry.same_fd_without_python(fd_obj) => {}
+            Some(entry) => {
+                let stored = entry.field(py, 1);
+                drop(state);
+                if !same_dict_key(&stored, fd_obj)? {
+                    return Ok(None);
+                }
+                state = self.lock()?;
             }
-            state = self.lock()?;
+            None => return Ok(None),
         }
         Ok(self.os_pop(&mut state, fd))
     }

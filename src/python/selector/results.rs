@@ -7,6 +7,7 @@ use pyo3::types::{PyList, PyTuple};
 use smallvec::SmallVec;
 
 use super::base::SelectorBase;
+use super::lookup::same_without_python;
 use crate::backend::Kind;
 use crate::python::events::events_as_i64;
 use crate::python::fd::is_plain_int;
@@ -57,11 +58,22 @@ impl Entry {
         }
     }
 
+    /// Whether the key's fd object and `fd_obj`, under one number, are the same dict key
+    /// without running Python code (`same_without_python`).
+    #[inline]
+    pub(super) fn same_fd_without_python(&self, fd_obj: &Bound<'_, PyAny>) -> bool {
+        // SAFETY: as in `field`: a filled four-field SelectorKey.
+        let stored = unsafe { self.key.bind(fd_obj.py()).get_borrowed_item_unchecked(1) };
+        same_without_python(&stored, fd_obj)
+    }
+
+    /// Field `index` (0 to 3) of the key.
+    #[inline]
     pub(super) fn field<'py>(&self, py: Python<'py>, index: usize) -> Bound<'py, PyAny> {
-        self.key
-            .bind(py)
-            .get_item(index)
-            .expect("SelectorKey has four fields")
+        assert!(index < 4, "SelectorKey has four fields");
+        // SAFETY: the table only holds keys made by `new_key` or `BlankKey::fill`: SelectorKey
+        // tuples of four filled fields.
+        unsafe { self.key.bind(py).get_item_unchecked(index) }
     }
 }
 
