@@ -1046,6 +1046,58 @@ def test_modify_data_comparison(differ):
     differ(scenario)
 
 
+def test_modify_data_compared_by_identity(differ):
+    """`data != key.data` between objects whose classes define no comparison is `is not`
+    (rselectors decides it without Python); a stored or new object whose class compares in
+    Python, reflected comparisons and a class given __eq__ later included, still has its
+    __eq__ run, once per modify, as in the stdlib."""
+
+    def scenario(side):
+        calls = []
+
+        class Noted:
+            def __init__(self, name):
+                self.name = name
+
+            def __eq__(self, other):
+                calls.append(self.name)
+                return NotImplemented
+
+            __hash__ = object.__hash__
+
+            def __repr__(self):
+                return "<Noted %s>" % self.name
+
+        class Late:
+            def __repr__(self):
+                return "<Late>"
+
+        sel = side.selector()
+        a, b = side.socketpair()
+        d1 = side.label(Data("d1"), "d1")
+        d2 = side.label(Data("d2"), "d2")
+        k1 = side.rec("register d1", sel.register, a, R, d1)
+        side.check("same data object: same key", sel.modify(a, R, d1) is k1)
+        k2 = side.rec("modify to d2", sel.modify, a, R, d2)
+        side.check("other data object: a new key holding it", k2 is not k1 and k2.data is d2)
+        side.check("same data None: same key", sel.modify(a, R, None) is sel.modify(a, R, None))
+        noted = side.label(Noted("n"), "noted")
+        side.rec("modify to noted (noted != None)", sel.modify, a, R, noted)
+        side.check("noted's __eq__ ran once", calls == ["n"])
+        side.rec("modify to d1 (d1 != noted: noted's reflected __ne__)", sel.modify, a, R, d1)
+        side.check("noted's __eq__ ran again", calls == ["n", "n"])
+        late1 = side.label(Late(), "late1")
+        late2 = side.label(Late(), "late2")
+        side.rec("modify to late1", sel.modify, a, R, late1)
+        side.rec("modify to late2", sel.modify, a, R, late2)
+        Late.__eq__ = lambda self, other: calls.append("late") or NotImplemented
+        side.rec("modify to late1, Late now compares in Python", sel.modify, a, R, late1)
+        side.check("Late's new __eq__ ran, then the reflected one", calls[2:] == ["late", "late"])
+        side.rec("unregister", sel.unregister, a)
+
+    differ(scenario)
+
+
 def test_modify_dispatch_patched_select(differ):
     """Instance-patched register/unregister: which ones modify() calls on an events change."""
 

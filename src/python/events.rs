@@ -63,13 +63,41 @@ pub fn differs(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<bool> {
 }
 
 /// `a != b` when it can be answered without running Python code or allocating (either could
-/// see the selector half-way through a call): the same None or int, or two plain ints that
-/// fit in 64 bits. Safe to call under the selector's lock.
+/// see the selector half-way through a call): the same None or int, two plain ints that fit
+/// in 64 bits, or two objects compared by identity. Safe to call under the selector's lock.
 pub fn differs_natively(a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> Option<bool> {
     if a.is(b) && (a.is_none() || a.is_exact_instance_of::<PyInt>()) {
         return Some(false);
     }
-    Some(exact_i64(a)? != exact_i64(b)?)
+    if let (Some(a), Some(b)) = (exact_i64(a), exact_i64(b)) {
+        return Some(a != b);
+    }
+    (compares_by_identity(a) && compares_by_identity(b)).then(|| !a.is(b))
+}
+
+/// Whether `obj`'s type keeps `object`'s own comparison (no `__eq__` or `__ne__` in its MRO:
+/// `object()`, instances of most classes, None): between two such objects `!=` is `is not`,
+/// decided by `object`'s C code without running Python code.
+#[inline]
+fn compares_by_identity(obj: &Bound<'_, PyAny>) -> bool {
+    #[cfg(not(feature = "abi3"))]
+    {
+        // SAFETY: reading a slot of a live object's type and of `object`'s static type. Both
+        // hold the address of one C function of the interpreter when they are equal.
+        let (own, object) = unsafe {
+            (
+                (*obj.get_type_ptr()).tp_richcompare,
+                (*std::ptr::addr_of!(pyo3::ffi::PyBaseObject_Type)).tp_richcompare,
+            )
+        };
+        own.is_some() && own.map(|f| f as usize) == object.map(|f| f as usize)
+    }
+    // The limited API hides the slots: the general path compares.
+    #[cfg(feature = "abi3")]
+    {
+        let _ = obj;
+        false
+    }
 }
 
 /// The value of a plain `int` that fits in 64 bits. Raises nothing, even for a bigger int (an
