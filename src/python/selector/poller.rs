@@ -213,7 +213,7 @@ impl SelectorBase {
                     }
                 }
             }
-            self.ready_list(py, ready)
+            self.ready_list(py, &mut ready)
         };
         Some(select())
     }

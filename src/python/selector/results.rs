@@ -80,10 +80,29 @@ impl Entry {
 impl SelectorBase {
     /// `[(key, events & key.events), ...]`, the list `select()` returns. Tuples built here
     /// are cached in their entry (if it still holds the same key) for the next call.
+    /// The list is made from `ready` in place (no copy of its inline buffer), emptying it.
+    #[inline]
     pub(super) fn ready_list<'py>(
         &self,
         py: Python<'py>,
-        mut ready: ReadyList,
+        ready: &mut ReadyList,
+    ) -> PyResult<Bound<'py, PyList>> {
+        // The steady state: every fd reported before with the same events, its tuple cached.
+        if ready
+            .iter()
+            .all(|item| matches!(item, Ready::Cached { .. }))
+        {
+            return fill_list(py, ready);
+        }
+        self.build_ready_list(py, ready)
+    }
+
+    /// `ready_list` when some tuple is still to be built.
+    #[inline(never)]
+    fn build_ready_list<'py>(
+        &self,
+        py: Python<'py>,
+        ready: &mut ReadyList,
     ) -> PyResult<Bound<'py, PyList>> {
         // First every tuple, in the kernel's order, then the list, filled where no Python code
         // can see it half-made. Building a tuple runs Python code when a key's `events` is no
@@ -144,20 +163,7 @@ impl SelectorBase {
         if python_ran {
             ready.retain(|item| !matches!(item, Ready::Gone));
         }
-        let list = new_list(py, ready.len())?;
-        for (i, item) in ready.into_iter().enumerate() {
-            if let Ready::Cached { tuple, .. } = item {
-                // SAFETY: `list` has `ready.len()` empty slots and no one else has seen it;
-                // each slot is filled once, with a reference the list takes over.
-                unsafe {
-                    #[cfg(not(feature = "abi3"))]
-                    ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr());
-                    // The limited API's checked setter; it cannot fail on an in-range index.
-                    #[cfg(feature = "abi3")]
-                    ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr());
-                };
-            }
-        }
+        let list = fill_list(py, ready)?;
         if !built.is_empty() {
             let mut state = self.lock()?;
             for (fd, key, mask, masked, tuple) in built.iter_mut() {
@@ -217,6 +223,26 @@ impl Ready {
             Ready::Gone => None,
         }
     }
+}
+
+/// The list of the cached tuples of `ready` (the others, `Gone`, leave no slot: there are
+/// none once `ready_list` dropped them), emptying it.
+fn fill_list<'py>(py: Python<'py>, ready: &mut ReadyList) -> PyResult<Bound<'py, PyList>> {
+    let list = new_list(py, ready.len())?;
+    for (i, item) in ready.drain(..).enumerate() {
+        if let Ready::Cached { tuple, .. } = item {
+            // SAFETY: `list` has `ready.len()` empty slots and no one else has seen it; each
+            // slot is filled once, with a reference the list takes over.
+            unsafe {
+                #[cfg(not(feature = "abi3"))]
+                ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr());
+                // The limited API's checked setter; it cannot fail on an in-range index.
+                #[cfg(feature = "abi3")]
+                ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, tuple.into_ptr());
+            };
+        }
+    }
+    Ok(list)
 }
 
 /// A new list of `len` empty slots, for the caller to fill before anyone else sees it.

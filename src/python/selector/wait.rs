@@ -88,7 +88,7 @@ impl SelectorBase {
             state.core.end_wait(wait);
         }
         outcome?;
-        self.ready_list(py, ready)
+        self.ready_list(py, &mut ready)
     }
 
     /// `select(0)`: a wait that cannot block, so it is made under the lock, with the GIL kept
@@ -99,7 +99,7 @@ impl SelectorBase {
             ready.push(entry.ready(py, fd, events));
         });
         match result {
-            Ok(()) => self.ready_list(py, ready),
+            Ok(()) => self.ready_list(py, &mut ready),
             // The stdlib retries with what is left of a zero timeout: nothing.
             Err(crate::backend::Error::Os(err)) if is_interrupted(&err) => {
                 drop(ready);
