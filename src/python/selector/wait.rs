@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyList, PySet};
 
 use super::base::SelectorBase;
@@ -24,7 +25,12 @@ impl SelectorBase {
         py: Python<'py>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let timeout = match parse_timeout(self.kind, timeout)? {
+        let parsed = match timeout {
+            // `select(0)`, the hot call: CPython's one cached int 0 needs no parsing.
+            Some(t) if is_cached_zero(t) => ParsedTimeout::Wait(Some(Duration::ZERO)),
+            _ => parse_timeout(self.kind, timeout)?,
+        };
+        let timeout = match parsed {
             ParsedTimeout::Wait(t) => t,
             // epoll.poll() and kqueue.control() report a closed handle before looking at
             // the timeout.
@@ -148,4 +154,18 @@ impl SelectorBase {
             Ok(()) => backend_error(err),
         }
     }
+}
+
+/// Whether `t` is the int 0 that CPython hands out for every small zero (from its small-int
+/// cache, which the literal `0` is too): `select(0)`'s argument, read without parsing. Any
+/// other zero takes the general parse, to the same result.
+#[inline]
+fn is_cached_zero(t: &Bound<'_, PyAny>) -> bool {
+    static ZERO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = t.py();
+    let zero = ZERO.get_or_init(py, || match 0i32.into_pyobject(py) {
+        Ok(zero) => zero.into_any().unbind(),
+        Err(never) => match never {},
+    });
+    t.is(zero)
 }
