@@ -43,7 +43,9 @@ SUITES = [
 
 
 def log(msg):
-    print("[run_other_pythons %s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+    """A line of progress, named after the script that runs (run_free_threaded.py uses these)."""
+    script = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    print("[%s %s] %s" % (script, time.strftime("%H:%M:%S"), msg), flush=True)
 
 
 def find_python(version):

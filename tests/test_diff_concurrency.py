@@ -5,13 +5,14 @@ Every wait is bounded: threads are joined with a timeout and asserted finished,
 blocking selects are guarded by a watchdog that makes a registered fd readable.
 """
 
+import re
 import threading
 import time
 
 import pytest
 
 import rselectors  # noqa: F401  - must be importable: no fallback, no skip
-from conftest import selector_class
+from conftest import selector_class, skip_stdlib_select_without_gil
 
 R, W, RW = 1, 2, 3
 
@@ -125,11 +126,36 @@ def test_epoll_unregister_during_select_none(module, socketpair, closer):
     assert bg.value == [(key, W)]
 
 
+WORKERS = 3  # threads at once in the tests below: in parallel where there is no GIL
+# What iterating the map while other threads change it may raise, as a dict's items() does:
+# the dict iterator's errors, or a key gone between the iteration and its lookup.
+MAP_CHANGED = {"dictionary changed size during iteration",
+               "dictionary keys changed during iteration"}
+
+
+def _in_parallel(fn, n=WORKERS, timeout=10):
+    """Run fn(i) in n threads at once; return their outcomes (None, or the exception)."""
+    go = threading.Event()
+
+    def worker(i):
+        assert go.wait(5)
+        return fn(i)
+
+    bgs = [BgThread(worker, i) for i in range(n)]
+    go.set()
+    deadline = time.monotonic() + timeout
+    finished = [bg.join(max(0.0, deadline - time.monotonic())) for bg in bgs]
+    assert all(finished), "a worker thread did not finish: deadlock?"
+    return [bg.exc for bg in bgs]
+
+
 def test_operations_while_select_blocked(kind, module, socketpair, closer):
-    """register/modify/unregister/get_key/get_map from the main thread while another
-    thread loops in select(): no exception (no "Already borrowed"), no deadlock."""
+    """WORKERS threads at once register/modify/unregister/get_key/get_map, each its own socket,
+    while another thread loops in select(): no exception (no "Already borrowed"), no
+    deadlock. (Iterating the map while others change it may raise what a dict does.)"""
+    skip_stdlib_select_without_gil(module, kind)
     sel = closer(_cls(module, kind)())
-    a, b = socketpair()
+    socks = [socketpair()[0] for _ in range(WORKERS)]
     c, d = socketpair()
     sel.register(c, R, "idle")  # never ready
     stop = threading.Event()
@@ -140,51 +166,61 @@ def test_operations_while_select_blocked(kind, module, socketpair, closer):
             sel.select(0.02)
             loops[0] += 1
 
-    bg = BgThread(selecter)
-    errors = []
-    t0 = time.monotonic()
-    try:
-        for i in range(300):
+    def work(i):
+        a = socks[i]
+        t0 = time.monotonic()
+        for n in range(300):
+            k = sel.register(a, R, n)
+            assert sel.get_key(a) is k
+            k = sel.modify(a, W, n)
+            k = sel.modify(a, RW, ("x", n))
+            assert sel.get_key(a.fileno()) is k
+            assert 2 <= len(sel.get_map()) <= 1 + WORKERS
             try:
-                k = sel.register(a, R, i)
-                assert sel.get_key(a) is k
-                k = sel.modify(a, W, i)
-                k = sel.modify(a, RW, ("x", i))
-                assert sel.get_key(a.fileno()) is k
-                assert len(sel.get_map()) == 2
                 list(sel.get_map().items())
-                assert sel.unregister(a) is k
-            except Exception as exc:  # noqa: BLE001
-                errors.append(exc)
-                break
+            except RuntimeError as exc:
+                assert str(exc) in MAP_CHANGED, exc
+            except KeyError as exc:
+                assert re.fullmatch(r"'\d+ is not registered'", str(exc)), exc
+            assert sel.unregister(a) is k
             if time.monotonic() - t0 > 5:
                 break
+
+    bg = BgThread(selecter)
+    try:
+        errors = _in_parallel(work)
     finally:
         stop.set()
     assert bg.join(3), "select() thread did not finish"
-    assert errors == []
+    assert errors == [None] * WORKERS
     assert bg.exc is None, repr(bg.exc)
     assert loops[0] >= 1
 
 
 def test_get_key_hammering_while_select_blocked(kind, module, socketpair, closer):
-    """Many read-only calls while a thread sits in a long select()."""
+    """WORKERS threads at once make many read-only calls while a thread sits in a long
+    select()."""
     sel = closer(_cls(module, kind)())
     a, b = socketpair()
     key = sel.register(a, R, "a")
     bg = BgThread(sel.select, 1.0)
     dog = Watchdog(b, 3.0)
-    try:
-        time.sleep(0.05)
+
+    def hammer(_):
         for _ in range(500):
             assert sel.get_key(a) is key
             assert a in sel.get_map()
             assert sel.get_map()[a.fileno()] is key
             assert len(sel.get_map()) == 1
+
+    try:
+        time.sleep(0.05)
+        errors = _in_parallel(hammer)
         b.send(b"x")
         assert bg.join(3), "select() thread did not finish"
     finally:
         dog.cancel()
+    assert errors == [None] * WORKERS
     assert bg.exc is None, repr(bg.exc)
     assert bg.value == [(key, R)]
 

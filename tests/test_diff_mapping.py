@@ -524,3 +524,95 @@ def test_error_message_repr_raises(differ):
         side.rec("unregister", sel.unregister, badfd)
 
     differ(scenario)
+
+
+class _FilenoOnce:
+    """fileno() gives `fd` once; then raises RuntimeError (`then="raise"`), raises it inside a
+    handler of its own, so with a context of its own (`then="nested"`), or gives `then`."""
+
+    def __init__(self, fd, then):
+        self.fd, self.then, self.calls = fd, then, 0
+
+    def fileno(self):
+        self.calls += 1
+        if self.calls == 1:
+            return self.fd
+        if self.then == "raise":
+            raise RuntimeError("fileno gone")
+        if self.then == "nested":
+            try:
+                raise LookupError("inner")
+            except LookupError:
+                raise RuntimeError("fileno gone") from None
+        return self.then
+
+    def __repr__(self):
+        return "<FilenoOnce>"
+
+
+class _ReprRaisesInHandler:
+    """repr() raises inside a handler of its own; fileno() gives `fd`, or raises without one."""
+
+    def __init__(self, fd=None):
+        self.fd = fd
+
+    def fileno(self):
+        if self.fd is None:
+            raise AttributeError("no fileno")
+        return self.fd
+
+    def __repr__(self):
+        try:
+            raise LookupError("inner")
+        except LookupError:
+            raise RuntimeError("repr failed")  # noqa: B904 - the context is the point
+
+
+def _context_chain(side, exc, limit=5):
+    """Every __context__ down the chain, suppressed ones too (`raise X from None` keeps the
+    handled exception there, where a user can read it): [(type, message, suppressed), ...]."""
+    chain = []
+    while exc is not None and len(chain) < limit:
+        chain.append(side.canon_exc(exc)[:3] + (exc.__suppress_context__,))
+        exc = exc.__context__
+    return chain
+
+
+def test_error_context_chain(differ):
+    """The exceptions raised inside the stdlib's `except` blocks carry the handled one as
+    __context__, hidden by `from None` or not: `Invalid file object` (fileno()'s error),
+    `is not registered` (the dict's KeyError), and what undoing a refused epoll registration
+    raises (the OSError)."""
+
+    def scenario(side):
+        sel = side.selector()
+        a, _ = side.socketpair()
+        f, g, h = (side.regular_file(name) for name in "fgh")
+
+        def rec_chain(step, fn, *args):
+            try:
+                fn(*args)
+            except Exception as exc:  # noqa: BLE001
+                side.check(step, _context_chain(side, exc))
+            else:
+                side.check(step, "no error")
+
+        rec_chain("register invalid", sel.register,
+                  side.label(FilenoObj("verr", exc_type=ValueError), "verr"), R)
+        rec_chain("get_key unknown", sel.get_key, a)
+        rec_chain("unregister unknown", sel.unregister, a)
+        rec_chain("modify unknown", sel.modify, a, W)
+        rec_chain("map[] unknown", lambda: sel.get_map()[a])
+        rec_chain("register invalid, repr raises in a handler", sel.register,
+                  side.label(_ReprRaisesInHandler(), "nofileno"), R)
+        rec_chain("get_key unknown, repr raises in a handler", sel.get_key,
+                  side.label(_ReprRaisesInHandler(a.fileno()), "unknown"))
+        # Epoll refuses a regular file (EPERM). Undoing the registration calls fileno() again:
+        # it raises (leaving the key registered: hence a file each), or gives another fd,
+        # whose unregistering raises `is not registered` from None.
+        for step, file, then in [("raises", f, "raise"), ("raises in a handler", g, "nested"),
+                                 ("gives another fd", h, a.fileno())]:
+            rec_chain("register refused, then fileno() " + step, sel.register,
+                      side.label(_FilenoOnce(file.fileno(), then), "once"), R)
+
+    differ(scenario)

@@ -8,9 +8,46 @@ use crate::sys;
 
 /// `raise new from None` inside an `except` that caught `caught`.
 pub fn from_none(py: Python<'_>, new: PyErr, caught: PyErr) -> PyErr {
-    new.set_context(py, Some(caught));
+    chain_handled(py, &new, caught);
     new.set_cause(py, None);
     new
+}
+
+/// The `__context__` that raising `raised` inside an `except` that caught `handled` gives:
+/// everything raised there gets `handled` as its context, so it ends the chain, after any
+/// exception `raised` met in a handler of its own (a `__repr__` that raises in its `except`).
+/// Nothing changes if `handled` is in the chain already, or the chain is a cycle.
+/// (Not `PyErr::set_context`: pyo3 0.29+, and the free-threaded 3.13 build needs 0.28.)
+pub fn chain_handled(py: Python<'_>, raised: &PyErr, handled: PyErr) {
+    let handled = handled.into_value(py).into_bound(py).into_any();
+    let mut last = raised.value(py).clone().into_any();
+    // Floyd's tortoise: a step behind every other step, it meets `last` only in a cycle.
+    let mut slow = last.clone();
+    let mut slow_moves = false;
+    while !last.is(&handled) {
+        let Some(next) = context_of(&last) else {
+            // SAFETY: both are live exception objects; the call steals `into_ptr`'s reference.
+            unsafe { pyo3::ffi::PyException_SetContext(last.as_ptr(), handled.into_ptr()) };
+            return;
+        };
+        last = next;
+        if slow_moves {
+            match context_of(&slow) {
+                Some(next) if !next.is(&last) => slow = next,
+                _ => return,
+            }
+        }
+        slow_moves = !slow_moves;
+    }
+}
+
+/// `exc.__context__`, read as CPython's own chaining reads it (no attribute lookup).
+fn context_of<'py>(exc: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
+    // SAFETY: `exc` is a live exception object (a `__context__` can be nothing else); the call
+    // returns a new reference or NULL, and sets no exception.
+    unsafe {
+        Bound::from_owned_ptr_or_opt(exc.py(), pyo3::ffi::PyException_GetContext(exc.as_ptr()))
+    }
 }
 
 /// The OSError CPython would raise for this errno (its subclass picked by errno).

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyString};
 use pyo3::{intern, PyTypeInfo};
 
-use super::errors::from_none;
+use super::errors::{chain_handled, from_none};
 
 /// A file descriptor as the table keys it: `None` for an int beyond 64 bits, which no table
 /// can hold and every system call refuses.
@@ -35,7 +35,7 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
                 let repr = match fileobj.repr() {
                     Ok(repr) => repr,
                     Err(repr_err) => {
-                        repr_err.set_context(py, Some(err));
+                        chain_handled(py, &repr_err, err);
                         return Err(repr_err);
                     }
                 };

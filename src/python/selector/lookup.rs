@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::base::SelectorBase;
-use crate::python::errors::from_none;
+use crate::python::errors::{chain_handled, from_none};
 use crate::python::fd::{
     fileobj_to_fd, hash_as_dict_key, is_plain_int, python_3_13, python_format, FdNum,
 };
@@ -145,7 +145,7 @@ impl SelectorBase {
             ),
             (Err(err), handled) => {
                 if let Some(handled) = handled {
-                    err.set_context(py, Some(handled));
+                    chain_handled(py, &err, handled);
                 }
                 err
             }

@@ -13,7 +13,7 @@ use super::lookup::same_dict_key;
 use super::poller::OsStep;
 use super::results::Entry;
 use crate::backend::Kind;
-use crate::python::errors::backend_error;
+use crate::python::errors::{backend_error, chain_handled};
 use crate::python::events::{check_register_events, interest_of, wants};
 use crate::python::fd::{hash_as_dict_key, hash_as_set_element, is_plain_int, warn_if_bool_fd};
 use crate::python::key::new_key;
@@ -223,13 +223,7 @@ impl SelectorBase {
         match self.take_back(fileobj) {
             Ok(()) => err,
             Err(raised) => {
-                if raised
-                    .value(py)
-                    .getattr("__context__")
-                    .is_ok_and(|c| c.is_none())
-                {
-                    raised.set_context(py, Some(err));
-                }
+                chain_handled(py, &raised, err);
                 raised
             }
         }
