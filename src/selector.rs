@@ -6,7 +6,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::backend::{Backend, Error, Wait};
-use crate::sys::is_interrupted;
+use crate::sys::{is_interrupted, SharpTimers};
 use crate::table::KeyTable;
 use crate::timeout::{self, Deadline, Remaining, Timeout};
 
@@ -154,11 +154,12 @@ pub enum WaitFailed<E> {
 /// without the GIL, and may refuse a retry with an error of its own); after EINTR
 /// `interrupted()` runs the signal handlers (an error stops the wait), then, unless the time
 /// is up, `call` is made again for what is left of `timeout`, with the stdlib's rounding for
-/// `poll_like` waits. A call of up to 10 ms runs with the thread's timer slack lowered, put
-/// back before anything else runs (`timeout::sharp_timers`); such a wait first looks, with a
-/// zero timeout made here, so that one that finds an fd ready at once makes no more system
-/// calls than `select(0)`. `Ok(true)`: the call (or the look) returned (`for_each_ready` has
-/// the fds); `Ok(false)`: the time ran out between retries, nothing ready.
+/// `poll_like` waits. A call of up to 10 ms runs with the thread's timer slack lowered and
+/// put back before anything else runs (`timeout::sharpens`, `SharpTimers`), for what is left
+/// of the deadline after those system calls; such a wait first looks, with a zero timeout
+/// made here, so that one that finds an fd ready at once makes no more system calls than
+/// `select(0)`. `Ok(true)`: the call (or the look) returned (`for_each_ready` has the fds);
+/// `Ok(false)`: the time ran out, nothing ready.
 pub fn wait_with_retries<W: Wait, E>(
     wait: &mut W,
     timeout: Timeout,
@@ -168,21 +169,22 @@ pub fn wait_with_retries<W: Wait, E>(
 ) -> Result<bool, WaitFailed<E>> {
     let deadline = Deadline::after(timeout);
     let mut left = timeout;
-    if timeout::sharpens(timeout) {
-        // An error of the look's is left for the wait to meet and report.
-        if wait.wait(Some(Duration::ZERO)).is_ok() && wait.found_any() {
-            return Ok(true);
-        }
-        left = match deadline.remaining() {
-            Remaining::Left(d) => Some(d),
-            _ => return Ok(false),
-        };
+    // An error of the look's is left for the wait to meet and report.
+    if timeout::sharpens(timeout) && wait.wait(Some(Duration::ZERO)).is_ok() && wait.found_any() {
+        return Ok(true);
     }
     loop {
-        let called = {
-            let _sharp = timeout::sharp_timers(left);
-            call(wait, left)
-        };
+        let short = timeout::sharpens(left);
+        let sharp = short.then(SharpTimers::begin).flatten();
+        if short {
+            // The look and the slack's system calls took some of the wait's time.
+            left = match deadline.remaining() {
+                Remaining::Left(d) => Some(d),
+                _ => return Ok(false),
+            };
+        }
+        let called = call(wait, left);
+        drop(sharp);
         match called {
             Ok(()) => return Ok(true),
             Err(WaitFailed::Os(err)) if is_interrupted(&err) => {

@@ -6,7 +6,7 @@
 //! the millisecond switch is on, which restores the stdlib's round-up to whole milliseconds.
 //! A backend takes a whole number of milliseconds as the signal to use the millisecond call.
 //! Waits of up to 10 ms, of every kind, run with the thread's timer slack lowered
-//! (`sharp_timers`), unless the switch is on.
+//! (`sharpens`), unless the switch is on.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -159,11 +159,6 @@ pub fn sharpens(timeout: Timeout) -> bool {
         }
         None => false,
     }
-}
-
-/// The lowered slack for one wait of `timeout`, if `sharpens(timeout)`.
-pub fn sharp_timers(timeout: Timeout) -> Option<SharpTimers> {
-    sharpens(timeout).then(SharpTimers::begin).flatten()
 }
 
 /// A wait's end, fixed before the first system call so EINTR retries wait only what is left.
