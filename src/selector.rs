@@ -174,17 +174,18 @@ pub fn wait_with_retries<W: Wait, E>(
         return Ok(true);
     }
     loop {
-        let short = timeout::sharpens(left);
-        let sharp = short.then(SharpTimers::begin).flatten();
-        if short {
-            // The look and the slack's system calls took some of the wait's time.
-            left = match deadline.remaining() {
-                Remaining::Left(d) => Some(d),
-                _ => return Ok(false),
-            };
-        }
-        let called = call(wait, left);
-        drop(sharp);
+        let called = {
+            let short = timeout::sharpens(left);
+            let _sharp = short.then(SharpTimers::begin).flatten();
+            if short {
+                // The look and the slack's system calls took some of the wait's time.
+                left = match deadline.remaining() {
+                    Remaining::Left(d) => Some(d),
+                    _ => return Ok(false),
+                };
+            }
+            call(wait, left)
+        };
         match called {
             Ok(()) => return Ok(true),
             Err(WaitFailed::Os(err)) if is_interrupted(&err) => {
