@@ -76,6 +76,19 @@ def ms_switch():
     rselectors.set_millisecond_timeouts(before)
 
 
+@pytest.fixture
+def pair():
+    """A connected socket pair, closed after the test."""
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def selector(kind):
+    return getattr(rselectors, kind + "Selector")()
+
+
 def took(sel, timeout):
     t0 = time.perf_counter()
     ready = sel.select(timeout)
@@ -192,10 +205,9 @@ def _epoll_targets(epfd):
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts fds through /proc")
 @pytest.mark.parametrize("kind", KINDS)
-def test_no_wait_opens_an_fd(kind):
-    a, b = socket.socketpair()
-    try:
-        sel = getattr(rselectors, kind + "Selector")()
+def test_no_wait_opens_an_fd(kind, pair):
+    a, b = pair
+    with selector(kind) as sel:
         sel.register(a, R)
         before = _fds()
         for timeout in [0] + WAITS:
@@ -206,17 +218,13 @@ def test_no_wait_opens_an_fd(kind):
         assert _fds() == before
         if kind == "Epoll":
             assert _epoll_targets(sel.fileno()) == [a.fileno()]
-        sel.close()
-    finally:
-        a.close()
-        b.close()
 
 
 @pytest.mark.skipif("Epoll" not in KINDS, reason="epoll is Linux's")
-def test_the_epoll_set_holds_the_users_fds_only():
+def test_the_epoll_set_holds_the_users_fds_only(pair):
     """What an outer selector watching `sel.fileno()` sees: only the user's fds, so it is never
     woken by a timer of ours."""
-    a, b = socket.socketpair()
+    a, b = pair
     with rselectors.EpollSelector() as sel, rselectors.EpollSelector() as outer:
         sel.register(a, R)
         outer.register(sel, R)
@@ -224,17 +232,15 @@ def test_the_epoll_set_holds_the_users_fds_only():
             assert sel.select(timeout) == []
             assert outer.select(0) == []
         assert _epoll_targets(sel.fileno()) == [a.fileno()]
-    a.close()
-    b.close()
 
 
 # --- the slack put back (never early: test_timeout_precision.py, every kind, 1 us to 10 ms) -
 
 @needs_linux
 @pytest.mark.parametrize("kind", KINDS)
-def test_the_threads_own_slack_is_put_back_exactly(kind, own_slack):
-    a, b = socket.socketpair()
-    with getattr(rselectors, kind + "Selector")() as sel:
+def test_the_threads_own_slack_is_put_back_exactly(kind, own_slack, pair):
+    a, b = pair
+    with selector(kind) as sel:
         sel.register(a, R)
         for timeout in WAITS:
             sel.select(timeout)
@@ -243,13 +249,11 @@ def test_the_threads_own_slack_is_put_back_exactly(kind, own_slack):
         for timeout in [0, 0.0002, 0.01, None]:
             assert len(sel.select(timeout)) == 1
             assert slack() == own_slack, timeout
-    a.close()
-    b.close()
     assert rselectors._rselectors._timer_slack()[0] == "works"
 
 
 @needs_linux
-def test_the_slack_is_lowered_during_a_short_wait_only(own_slack):
+def test_the_slack_is_lowered_during_a_short_wait_only(own_slack, pair):
     """Read from another thread through /proc while this one waits: 1 ns inside waits of
     10 ms, the program's own inside waits of 30 ms."""
     path = "/proc/%d/timerslack_ns" % threading.get_native_id()
@@ -260,7 +264,7 @@ def test_the_slack_is_lowered_during_a_short_wait_only(own_slack):
         pytest.skip("no /proc/<tid>/timerslack_ns (Linux before 4.6)")
     except PermissionError:
         pytest.skip("another thread's timerslack_ns needs CAP_SYS_NICE")
-    a, b = socket.socketpair()
+    a, b = pair
     seen = {0.01: [], 0.03: []}
     done = threading.Event()
     waiting = [None]
@@ -289,8 +293,6 @@ def test_the_slack_is_lowered_during_a_short_wait_only(own_slack):
         finally:
             done.set()
             watcher.join()
-    a.close()
-    b.close()
     # Between two waits the slack is the program's for a moment: both may be seen.
     assert 1 in seen[0.01], seen[0.01]
     assert set(seen[0.01]) <= {1, own_slack}, seen[0.01]
@@ -299,7 +301,7 @@ def test_the_slack_is_lowered_during_a_short_wait_only(own_slack):
 
 @needs_linux
 @pytest.mark.parametrize("kind", KINDS)
-def test_signal_handlers_run_with_the_programs_slack(kind, own_slack):
+def test_signal_handlers_run_with_the_programs_slack(kind, own_slack, pair):
     """EINTR: the handler runs with the thread's own slack, the retry waits what is left, and
     a handler that raises leaves the slack as it was."""
     in_handler = []
@@ -309,10 +311,10 @@ def test_signal_handlers_run_with_the_programs_slack(kind, own_slack):
         if len(in_handler) >= 3:
             raise KeyboardInterrupt
 
-    a, b = socket.socketpair()
+    a, b = pair
     old = signal.signal(signal.SIGALRM, handler)
     try:
-        with getattr(rselectors, kind + "Selector")() as sel:
+        with selector(kind) as sel:
             sel.register(a, R)
             signal.setitimer(signal.ITIMER_REAL, 0.002, 0.002)
             ended = None
@@ -330,13 +332,11 @@ def test_signal_handlers_run_with_the_programs_slack(kind, own_slack):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0, 0)
         signal.signal(signal.SIGALRM, old)
-        a.close()
-        b.close()
 
 
 @needs_linux
-def test_each_thread_keeps_its_own_slack():
-    a, b = socket.socketpair()
+def test_each_thread_keeps_its_own_slack(pair):
+    a, b = pair
     sel = rselectors.EpollSelector() if "Epoll" in KINDS else rselectors.PollSelector()
     sel.register(a, R)
     errors = []
@@ -358,8 +358,6 @@ def test_each_thread_keeps_its_own_slack():
     for th in threads:
         th.join()
     sel.close()
-    a.close()
-    b.close()
     assert not errors, errors[0]
 
 
@@ -367,10 +365,10 @@ def test_each_thread_keeps_its_own_slack():
 
 @needs_linux
 @pytest.mark.parametrize("kind", KINDS)
-def test_only_waits_of_up_to_10ms_call_prctl(kind, prctl_hook, ms_switch, own_slack):
+def test_only_waits_of_up_to_10ms_call_prctl(kind, prctl_hook, ms_switch, own_slack, pair):
     """Counted through the test hook, which fails every call that would be made."""
-    a, b = socket.socketpair()
-    with getattr(rselectors, kind + "Selector")() as sel:
+    a, b = pair
+    with selector(kind) as sel:
         sel.register(a, W)
         prctl_hook(errno.EPERM)
         for timeout in [0, 0.0, -1, 0.0101, 0.02, 1.0, None]:
@@ -385,29 +383,25 @@ def test_only_waits_of_up_to_10ms_call_prctl(kind, prctl_hook, ms_switch, own_sl
         ms_switch(False)
         assert sel.select(0.0002) == []
         assert prctl_hook() == ("refused", 1)
-    a.close()
-    b.close()
 
 
 @needs_linux
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_short_wait_that_finds_an_fd_ready_makes_no_prctl(kind, prctl_hook):
+def test_a_short_wait_that_finds_an_fd_ready_makes_no_prctl(kind, prctl_hook, pair):
     """It looks first, with a zero timeout, as `select(0)` does."""
-    a, b = socket.socketpair()
-    with getattr(rselectors, kind + "Selector")() as sel:
+    a, b = pair
+    with selector(kind) as sel:
         key = sel.register(a, W)
         prctl_hook(errno.EPERM)
         for timeout in WAITS[:9]:
             assert sel.select(timeout) == [(key, W)]
         assert prctl_hook() == ("unknown", 0)
-    a.close()
-    b.close()
 
 
 @needs_linux
 @pytest.mark.parametrize("err", [errno.EPERM, errno.ENOSYS, errno.EACCES])
-def test_a_refused_prctl_is_learnt_once_and_waits_go_on(err, prctl_hook, own_slack):
-    a, b = socket.socketpair()
+def test_a_refused_prctl_is_learnt_once_and_waits_go_on(err, prctl_hook, own_slack, pair):
+    a, b = pair
     with rselectors.DefaultSelector() as sel:
         sel.register(a, R)
         assert prctl_hook(err) == ("unknown", 0)
@@ -424,8 +418,6 @@ def test_a_refused_prctl_is_learnt_once_and_waits_go_on(err, prctl_hook, own_sla
         sel.register(a, R)
         assert sel.select(0.0002) == []
     assert prctl_hook() == ("works", 0)
-    a.close()
-    b.close()
 
 
 # prctl (157) refused for PR_SET_TIMERSLACK (29) and PR_GET_TIMERSLACK (30) only.
