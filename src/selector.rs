@@ -3,9 +3,10 @@
 //! whatever the binding stores per registration.
 
 use std::io;
+use std::time::Duration;
 
 use crate::backend::{Backend, Error, Wait};
-use crate::sys::is_interrupted;
+use crate::sys::{is_interrupted, SharpTimers};
 use crate::table::KeyTable;
 use crate::timeout::{self, Deadline, Remaining, Timeout};
 
@@ -153,8 +154,12 @@ pub enum WaitFailed<E> {
 /// without the GIL, and may refuse a retry with an error of its own); after EINTR
 /// `interrupted()` runs the signal handlers (an error stops the wait), then, unless the time
 /// is up, `call` is made again for what is left of `timeout`, with the stdlib's rounding for
-/// `poll_like` waits. `Ok(true)`: the call returned (`for_each_ready` has the fds);
-/// `Ok(false)`: the time ran out between retries, nothing ready.
+/// `poll_like` waits. A call of up to 10 ms runs with the thread's timer slack lowered and
+/// put back before anything else runs (`timeout::sharpens`, `SharpTimers`), for what is left
+/// of the deadline after those system calls; such a wait first looks, with a zero timeout
+/// made here, so that one that finds an fd ready at once makes no more system calls than
+/// `select(0)`. `Ok(true)`: the call (or the look) returned (`for_each_ready` has the fds);
+/// `Ok(false)`: the time ran out, nothing ready.
 pub fn wait_with_retries<W: Wait, E>(
     wait: &mut W,
     timeout: Timeout,
@@ -164,8 +169,24 @@ pub fn wait_with_retries<W: Wait, E>(
 ) -> Result<bool, WaitFailed<E>> {
     let deadline = Deadline::after(timeout);
     let mut left = timeout;
+    // An error of the look's is left for the wait to meet and report.
+    if timeout::sharpens(timeout) && wait.wait(Some(Duration::ZERO)).is_ok() && wait.found_any() {
+        return Ok(true);
+    }
     loop {
-        match call(wait, left) {
+        let called = {
+            let short = timeout::sharpens(left);
+            let _sharp = short.then(SharpTimers::begin).flatten();
+            if short {
+                // The look and the slack's system calls took some of the wait's time.
+                left = match deadline.remaining() {
+                    Remaining::Left(d) => Some(d),
+                    _ => return Ok(false),
+                };
+            }
+            call(wait, left)
+        };
+        match called {
             Ok(()) => return Ok(true),
             Err(WaitFailed::Os(err)) if is_interrupted(&err) => {
                 interrupted().map_err(WaitFailed::Stopped)?;
@@ -239,5 +260,122 @@ mod tests {
         assert_eq!(seen, vec![(a.as_raw_fd() as u64, WRITE)]);
         assert_eq!(sel.close().len(), 1);
         assert!(matches!(sel.begin_wait(), Err(Error::Closed(_))));
+    }
+
+    /// A wait that makes no system call (the test's `call` is the wait), counting the looks
+    /// the core makes itself, which find fd 7 ready if `ready`.
+    #[derive(Default)]
+    struct NoWait {
+        ready: bool,
+        looks: usize,
+    }
+
+    impl Wait for NoWait {
+        fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
+            assert_eq!(
+                timeout,
+                Some(Duration::ZERO),
+                "the core makes only looks itself"
+            );
+            self.looks += 1;
+            Ok(())
+        }
+
+        fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+            if self.ready {
+                f(7, READ);
+            }
+        }
+    }
+
+    #[test]
+    fn calls_of_up_to_10_ms_run_with_the_slack_lowered_and_handlers_without() {
+        use crate::sys::slack_for_tests::{get, set};
+        set(77_777);
+        let us = Duration::from_micros;
+        let mut seen = Vec::new();
+        for timeout in [us(500), us(10_000), Duration::ZERO, us(10_001)] {
+            let called = wait_with_retries(
+                &mut NoWait::default(),
+                Some(timeout),
+                false,
+                |_, _| -> Result<(), WaitFailed<()>> {
+                    seen.push(get());
+                    Ok(())
+                },
+                || Ok(()),
+            );
+            assert!(matches!(called, Ok(true)));
+        }
+        assert_eq!(seen, [1, 1, 77_777, 77_777]);
+        // EINTR: the handlers run with the thread's own slack, the retry with 1 ns again,
+        // and a handler that raises leaves the thread's slack as it was.
+        let (mut calls, mut in_handlers) = (Vec::new(), Vec::new());
+        let stopped = wait_with_retries(
+            &mut NoWait::default(),
+            Some(us(5_000)),
+            true,
+            |_, left| -> Result<(), WaitFailed<&str>> {
+                calls.push((get(), left));
+                Err(WaitFailed::Os(io::Error::from_raw_os_error(libc::EINTR)))
+            },
+            || {
+                in_handlers.push(get());
+                if in_handlers.len() == 2 {
+                    Err("KeyboardInterrupt")
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert!(matches!(
+            stopped,
+            Err(WaitFailed::Stopped("KeyboardInterrupt"))
+        ));
+        assert_eq!(in_handlers, [77_777, 77_777]);
+        assert_eq!(calls.len(), 2);
+        assert!(calls.iter().all(|&(slack, _)| slack == 1));
+        assert!(calls[1].1 < Some(us(5_000)), "the retry waits what is left");
+        assert_eq!(get(), 77_777);
+        // A wait without end or longer than 10 ms makes no prctl: the slack it sees is the
+        // thread's, whatever the switch.
+        for timeout in [None, Some(Duration::from_secs(1))] {
+            wait_with_retries(
+                &mut NoWait::default(),
+                timeout,
+                true,
+                |_, _| -> Result<(), WaitFailed<()>> {
+                    assert_eq!(get(), 77_777);
+                    Ok(())
+                },
+                || Ok(()),
+            )
+            .ok()
+            .unwrap();
+        }
+        set(0);
+    }
+
+    #[test]
+    fn a_short_wait_that_finds_an_fd_ready_at_once_makes_only_the_look() {
+        for (timeout, looks, calls) in [(5_000, 1, 0), (10_001, 0, 1)] {
+            let mut wait = NoWait {
+                ready: true,
+                looks: 0,
+            };
+            let mut called = 0;
+            let waited = wait_with_retries(
+                &mut wait,
+                Some(Duration::from_micros(timeout)),
+                true,
+                |_, _| -> Result<(), WaitFailed<()>> {
+                    called += 1;
+                    Ok(())
+                },
+                || Ok(()),
+            );
+            assert!(matches!(waited, Ok(true)));
+            assert_eq!((wait.looks, called), (looks, calls), "{timeout} us");
+        }
     }
 }

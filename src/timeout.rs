@@ -5,9 +5,13 @@
 //! Poll and Epoll waits keep the timeout to the nanosecond (`ppoll`, `epoll_pwait2`) unless
 //! the millisecond switch is on, which restores the stdlib's round-up to whole milliseconds.
 //! A backend takes a whole number of milliseconds as the signal to use the millisecond call.
+//! Waits of up to 10 ms, of every kind, run with the thread's timer slack lowered
+//! (`sharpens`), unless the switch is on.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::sys::{Probe, SharpTimers};
 
 /// How long one wait may block: `None` blocks until an fd is ready.
 pub type Timeout = Option<Duration>;
@@ -130,87 +134,31 @@ pub fn to_timespec(d: Duration) -> libc::timespec {
 /// Whether `epoll_pwait2` (Linux 5.11+) works here, learnt from its first call: a kernel
 /// without it says ENOSYS, a seccomp filter that refuses it ENOSYS or EPERM. Once it failed,
 /// epoll waits stay with `epoll_wait` and whole milliseconds for the life of the process.
-static PWAIT2: AtomicU8 = AtomicU8::new(PWAIT2_UNKNOWN);
-const PWAIT2_UNKNOWN: u8 = 0;
-const PWAIT2_WORKS: u8 = 1;
-const PWAIT2_MISSING: u8 = 2;
-/// Test hook: a nonzero errno that `epoll_pwait2` is made to fail with instead of running,
-/// and how many calls it failed so (a test can tell one detection from one per wait).
-static PWAIT2_SIMULATED_ERRNO: AtomicI32 = AtomicI32::new(0);
-static PWAIT2_SIMULATED_FAILURES: AtomicU32 = AtomicU32::new(0);
+pub static EPOLL_PWAIT2: Probe = Probe::new("missing");
 
-/// False once `epoll_pwait2` has failed as missing.
-pub fn epoll_pwait2_usable() -> bool {
-    PWAIT2.load(Ordering::Relaxed) != PWAIT2_MISSING
+/// The errors by which `epoll_pwait2` is missing rather than failing.
+pub fn epoll_pwait2_missing(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
 }
 
-/// True once `epoll_pwait2` has been seen to work.
-pub fn epoll_pwait2_works() -> bool {
-    PWAIT2.load(Ordering::Relaxed) == PWAIT2_WORKS
-}
+/// Waits this short or shorter are made with the thread's timer slack lowered to 1 ns
+/// (`SharpTimers`). The slack (50 us by default) is most of a sub-millisecond wait's lateness
+/// and 5% of a 1 ms one; at 10 ms it is 0.5%, and longer waits are not worth four more
+/// system calls (a look and three `prctl`; from 50 ms on, the kernel's own margin, a
+/// thousandth of the wait, is larger than the slack anyway).
+pub const SHARP_UP_TO: Duration = Duration::from_millis(10);
 
-/// Waits shorter than this go through epoll's timerfd (see `backend/epoll.rs`): the thread's
-/// timer slack (50 us by default) may make any sleep that much late, which is most of the
-/// error of a sub-millisecond wait and a small part of a longer one.
-pub const TIMERFD_BELOW: Duration = Duration::from_millis(1);
-
-/// True when an Epoll wait of `d` is to be timed by a timerfd: shorter than `TIMERFD_BELOW`
-/// (so never a whole number of milliseconds, nor zero), and `epoll_pwait2` known to work
-/// (without it, and under the switch, waits are whole milliseconds as documented).
-pub fn wants_timerfd(d: Duration) -> bool {
-    !d.is_zero() && d < TIMERFD_BELOW && !millisecond_timeouts() && epoll_pwait2_works()
-}
-
-/// Records how a call of `epoll_pwait2` went; true when its error means "not here" and the
-/// caller must make the wait with `epoll_wait` instead.
-pub fn epoll_pwait2_outcome<T>(result: &std::io::Result<T>) -> bool {
-    let missing =
-        matches!(result, Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)));
-    let state = if missing {
-        PWAIT2_MISSING
-    } else if result.is_ok() {
-        PWAIT2_WORKS
-    } else {
-        // EINTR and the like say nothing about support.
-        return false;
-    };
-    if PWAIT2.load(Ordering::Relaxed) != state {
-        PWAIT2.store(state, Ordering::Relaxed);
-    }
-    missing
-}
-
-/// The error `epoll_pwait2` is made to fail with by the test hook, if any.
-pub fn epoll_pwait2_simulated_error() -> Option<std::io::Error> {
-    match PWAIT2_SIMULATED_ERRNO.load(Ordering::Relaxed) {
-        0 => None,
-        errno => {
-            PWAIT2_SIMULATED_FAILURES.fetch_add(1, Ordering::Relaxed);
-            Some(std::io::Error::from_raw_os_error(errno))
+/// True when a wait of `timeout` is to run with the lowered slack: short enough, the
+/// millisecond switch off (under it, waits are the stdlib's, and the slack is left alone),
+/// and an OS whose slack can be lowered. A look (zero), a long wait and a wait without end
+/// are not.
+pub fn sharpens(timeout: Timeout) -> bool {
+    match timeout {
+        Some(d) => {
+            !d.is_zero() && d <= SHARP_UP_TO && !millisecond_timeouts() && SharpTimers::available()
         }
+        None => false,
     }
-}
-
-/// How many calls of `epoll_pwait2` the test hook failed since it was last set.
-pub fn epoll_pwait2_simulated_failures() -> u32 {
-    PWAIT2_SIMULATED_FAILURES.load(Ordering::Relaxed)
-}
-
-/// `"unknown"`, `"works"` or `"missing"`: what the first calls of `epoll_pwait2` found.
-pub fn epoll_pwait2_state() -> &'static str {
-    match PWAIT2.load(Ordering::Relaxed) {
-        PWAIT2_WORKS => "works",
-        PWAIT2_MISSING => "missing",
-        _ => "unknown",
-    }
-}
-
-/// Test hook: forgets what was learnt about `epoll_pwait2`, and makes its next calls fail
-/// with `errno` (0: run it for real), to exercise the fallback on a kernel that has it.
-pub fn simulate_epoll_pwait2_errno(errno: i32) {
-    PWAIT2_SIMULATED_ERRNO.store(errno, Ordering::Relaxed);
-    PWAIT2_SIMULATED_FAILURES.store(0, Ordering::Relaxed);
-    PWAIT2.store(PWAIT2_UNKNOWN, Ordering::Relaxed);
 }
 
 /// A wait's end, fixed before the first system call so EINTR retries wait only what is left.

@@ -38,7 +38,7 @@ SUITES = [
     "tests/test_runner.py",
     "tests/test_asyncio_api.py",
     "tests/test_timeout_precision.py",
-    "tests/test_timerfd.py",
+    "tests/test_timer_slack.py",
 ]
 
 

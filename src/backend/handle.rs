@@ -4,10 +4,8 @@
 //! be reused under it), so each wait holds its own reference (an `Arc`) and the fd closes with
 //! the last one. After `fork()`, though, the child has the references of waits whose threads
 //! were not copied: those never end. So on its first use in a new process the handle re-owns
-//! its fds under a fresh `Arc` and leaks the old one, whose other holders are those lost
+//! its fd under a fresh `Arc` and leaks the old one, whose other holders are those lost
 //! threads; from then on the child's own waits and `close()` count as in any process.
-//!
-//! A handle may own more than its main fd (epoll's timerfd): they all go together.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -15,43 +13,21 @@ use std::sync::Arc;
 use super::{Error, Result};
 use crate::sys::fork_generation;
 
-/// The fds one handle owns: a main one (the selector's `fileno()`) and any others with it.
-pub trait HandleFds: Send + Sync {
-    fn main_fd(&self) -> RawFd;
-    /// A second owner of the same fds, for a forked child whose other owners are threads it
-    /// does not have.
-    ///
-    /// # Safety
-    /// The caller must leak `self` (never drop it), so that each fd has one owner again.
-    unsafe fn reown(&self) -> Self;
-}
-
-impl HandleFds for OwnedFd {
-    fn main_fd(&self) -> RawFd {
-        self.as_raw_fd()
-    }
-
-    unsafe fn reown(&self) -> Self {
-        // SAFETY: `self` is open, and the caller leaks it: the new owner is the only one.
-        unsafe { OwnedFd::from_raw_fd(self.as_raw_fd()) }
-    }
-}
-
-pub struct OsHandle<F = OwnedFd> {
+pub struct OsHandle {
     /// "epoll" or "kqueue", for the error on a closed handle.
     what: &'static str,
-    fd: Option<Arc<F>>,
+    fd: Option<Arc<OwnedFd>>,
     /// The fork generation whose threads hold the references to `fd`.
     generation: u64,
 }
 
-/// What a wait holds: its own reference to the fds.
-pub struct Lent<F = OwnedFd> {
-    pub fd: Arc<F>,
+/// What a wait holds: its own reference to the fd.
+pub struct Lent {
+    pub fd: Arc<OwnedFd>,
 }
 
-impl<F: HandleFds> OsHandle<F> {
-    pub fn new(what: &'static str, fd: F) -> Self {
+impl OsHandle {
+    pub fn new(what: &'static str, fd: OwnedFd) -> Self {
         OsHandle {
             what,
             fd: Some(Arc::new(fd)),
@@ -60,15 +36,13 @@ impl<F: HandleFds> OsHandle<F> {
     }
 
     pub fn raw(&self) -> Result<RawFd> {
-        self.fds().map(F::main_fd)
+        match &self.fd {
+            Some(fd) => Ok(fd.as_raw_fd()),
+            None => Err(Error::Closed(self.what)),
+        }
     }
 
-    /// What the handle owns, while it is open.
-    pub fn fds(&self) -> Result<&F> {
-        self.fd.as_deref().ok_or(Error::Closed(self.what))
-    }
-
-    /// References taken before a fork belong to threads the child does not have: the fds get
+    /// References taken before a fork belong to threads the child does not have: the fd gets
     /// a fresh `Arc`, and the old one is leaked with those references.
     fn catch_up_with_fork(&mut self) {
         let now = fork_generation();
@@ -77,20 +51,21 @@ impl<F: HandleFds> OsHandle<F> {
         }
         self.generation = now;
         if let Some(old) = self.fd.take() {
-            // SAFETY: `old` is leaked right after, never dropped.
-            let fresh = unsafe { old.reown() };
+            // SAFETY: `old` is open and is leaked right after, never dropped: the new owner
+            // is the only one.
+            let fresh = unsafe { OwnedFd::from_raw_fd(old.as_raw_fd()) };
             std::mem::forget(old);
             self.fd = Some(Arc::new(fresh));
         }
     }
 
-    pub fn lend(&mut self) -> Result<Lent<F>> {
+    pub fn lend(&mut self) -> Result<Lent> {
         self.catch_up_with_fork();
         let fd = self.fd.clone().ok_or(Error::Closed(self.what))?;
         Ok(Lent { fd })
     }
 
-    /// Drops the handle's own reference: the fds close now, or with the last wait's.
+    /// Drops the handle's own reference: the fd closes now, or with the last wait's.
     pub fn close(&mut self) {
         self.catch_up_with_fork();
         drop(self.fd.take());

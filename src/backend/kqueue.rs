@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use super::event_queue::{EventQueue, Mechanism};
 use super::handle::OsHandle;
@@ -107,7 +107,7 @@ impl Kqueue {
             interest: HashMap::new(),
             filters: 0,
         };
-        Ok(EventQueue::with_fds(owned, filters))
+        Ok(EventQueue::with_fd(owned, filters))
     }
 }
 
@@ -134,8 +134,6 @@ const FILTERS: [(u8, i16); 2] = [(READ, EVFILT_READ), (WRITE, EVFILT_WRITE)];
 
 impl Mechanism for KqueueFilters {
     type Event = Kevent;
-    type Fds = OwnedFd;
-    type WaitState = ();
     const NAME: &'static str = "kqueue";
 
     /// Adds the read filter, then the write filter. As in the stdlib, a failure on the
@@ -177,8 +175,7 @@ impl Mechanism for KqueueFilters {
     }
 
     fn wait_raw(
-        kq: &OwnedFd,
-        _: &mut (),
+        kq: RawFd,
         events: &mut [MaybeUninit<Kevent>],
         timeout: Timeout,
     ) -> io::Result<usize> {
@@ -191,7 +188,7 @@ impl Mechanism for KqueueFilters {
             .map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
         // `Kevent` is a transparent wrapper, so the buffer is one of `kevent`s.
         let n = syscall!(ffi::kevent(
-            kq.as_raw_fd(),
+            kq,
             std::ptr::null(),
             0,
             events.as_mut_ptr().cast::<kevent>(),
@@ -202,13 +199,13 @@ impl Mechanism for KqueueFilters {
     }
 
     /// One report per kevent, so an fd ready both ways appears twice, as in the stdlib.
-    fn ready(event: &Kevent) -> Option<(u64, u8)> {
+    fn ready(event: &Kevent) -> (u64, u8) {
         #[allow(clippy::unnecessary_cast)]
         let filter = event.0.filter as i16;
         let events = FILTERS
             .iter()
             .find(|(_, f)| *f == filter)
             .map_or(0, |(bit, _)| *bit);
-        Some((event.0.ident as u64, events))
+        (event.0.ident as u64, events)
     }
 }

@@ -28,8 +28,6 @@ pub mod kqueue;
 #[cfg(unix)]
 pub mod poll;
 pub mod select;
-#[cfg(epoll)]
-mod timerfd;
 
 /// `selectors.EVENT_READ`.
 pub const READ: u8 = 1;
@@ -109,6 +107,12 @@ pub trait Wait: Send {
     /// Calls `f(fd, events)` for each fd the last `wait` found ready, in the kernel's order,
     /// with `events` a mask of `READ`/`WRITE` mapped as the stdlib maps it.
     fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8));
+    /// True when the last `wait` found an fd ready.
+    fn found_any(&self) -> bool {
+        let mut any = false;
+        self.for_each_ready(&mut |_, _| any = true);
+        any
+    }
 }
 
 /// The stdlib's mapping of `poll`/`epoll` bits: anything but "readable" counts as writable and
@@ -309,6 +313,10 @@ impl Wait for AnyWait {
 
     fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
         dispatch!(self, AnyWait, w => w.for_each_ready(f))
+    }
+
+    fn found_any(&self) -> bool {
+        dispatch!(self, AnyWait, w => w.found_any())
     }
 }
 

@@ -133,6 +133,10 @@ impl Wait for PollWait {
             f(pfd.fd as u64, events);
         }
     }
+
+    fn found_any(&self) -> bool {
+        self.ready > 0
+    }
 }
 
 /// One `poll()` of `fds`: `ppoll` when the timeout has a fraction of a millisecond (where

@@ -45,13 +45,23 @@ fn set_millisecond_timeouts(enabled: bool) -> bool {
 #[pyfunction]
 #[pyo3(signature = (simulate_errno=None))]
 fn _epoll_pwait2(simulate_errno: Option<i32>) -> (&'static str, u32) {
+    probe_hook(&crate::timeout::EPOLL_PWAIT2, simulate_errno)
+}
+
+/// Test hook: the same for `prctl(PR_GET_TIMERSLACK / PR_SET_TIMERSLACK)`, which waits of up
+/// to 10 ms make ("unknown", "works", "refused"). Linux only.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[pyfunction]
+#[pyo3(signature = (simulate_errno=None))]
+fn _timer_slack(simulate_errno: Option<i32>) -> (&'static str, u32) {
+    probe_hook(&crate::sys::TIMER_SLACK, simulate_errno)
+}
+
+fn probe_hook(probe: &crate::sys::Probe, simulate_errno: Option<i32>) -> (&'static str, u32) {
     if let Some(errno) = simulate_errno {
-        crate::timeout::simulate_epoll_pwait2_errno(errno);
+        probe.simulate_errno(errno);
     }
-    (
-        crate::timeout::epoll_pwait2_state(),
-        crate::timeout::epoll_pwait2_simulated_failures(),
-    )
+    (probe.state_name(), probe.simulated_failures())
 }
 
 /// `gil_used = false`: safe without a GIL, by review (it has never run on a free-threaded
@@ -83,6 +93,8 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(millisecond_timeouts, m)?)?;
     m.add_function(wrap_pyfunction!(set_millisecond_timeouts, m)?)?;
     m.add_function(wrap_pyfunction!(_epoll_pwait2, m)?)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    m.add_function(wrap_pyfunction!(_timer_slack, m)?)?;
     // Read once, at import: the switch for a program that cannot be changed.
     if std::env::var_os("RSELECTORS_MS_TIMEOUTS").is_some_and(|v| !v.is_empty() && v != "0") {
         crate::timeout::set_millisecond_timeouts(true);
