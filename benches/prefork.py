@@ -2,8 +2,8 @@
 concurrent load over the workers, for the stdlib's selectors against rselectors with and
 without the exclusive-accept switch.
 
-    python benches/prefork.py                       # both parts, K = 4 and 16, 5 rounds
-    python benches/prefork.py --part seq --workers 16 --rounds 3
+    python benches/prefork.py                       # both parts, 5 rounds
+    python benches/prefork.py --part seq --workers-seq 16 --rounds 3
     python benches/prefork.py --part load --clients 64 --conns 6000
 
 A server is K forked workers sharing one listening socket on 127.0.0.1, each running
@@ -209,19 +209,20 @@ def sequential(server, conns, limit):
 LOAD_CLIENT = r"""
 import asyncio, sys, time
 port, clients, quota, limit = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-msg = b"0123456789abcdef"
+request, expect, half_close = bytes.fromhex(sys.argv[5]), bytes.fromhex(sys.argv[6]), sys.argv[7] == "1"
 ok = failed = 0
 async def client(deadline):
     global ok, failed
     while ok + failed < quota and time.monotonic() < deadline:
         try:
             r, w = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
-            w.write(msg)
-            w.write_eof()
+            w.write(request)
+            if half_close:
+                w.write_eof()
             got = await asyncio.wait_for(r.read(), 5)
             w.close()
             await w.wait_closed()
-            if got == msg: ok += 1
+            if got.startswith(expect): ok += 1
             else: failed += 1
         except (OSError, asyncio.TimeoutError):
             failed += 1
@@ -234,15 +235,21 @@ print(ok, failed)
 """
 
 
-def concurrent(server, clients, conns, limit, python, procs=2):
-    """`clients` concurrent clients over `procs` processes, `conns` connections in all."""
+def run_load_clients(port, clients, total, limit, python, request, expect, half_close,
+                     procs=2):
+    """`clients` concurrent clients over `procs` processes, each connection sending `request`
+    (and half-closing, if asked) and reading the reply to EOF, until `total` connections in
+    all (a few more: each client checks before it starts one) or `limit` seconds; a reply
+    must start with `expect`. (completed, failed, seconds)."""
     env = dict(os.environ)
     env.pop("RSELECTORS_INSTALL", None)
     env.pop("RSELECTORS_EXCLUSIVE_ACCEPT", None)
+    procs = min(procs, clients)
     per = [clients // procs + (i < clients % procs) for i in range(procs)]
-    quota = [conns // procs + (i < conns % procs) for i in range(procs)]
+    quota = [total // procs + (i < total % procs) for i in range(procs)]
     children = [subprocess.Popen(
-        [python, "-c", LOAD_CLIENT, str(server.port), str(n), str(q), str(limit)],
+        [python, "-c", LOAD_CLIENT, str(port), str(n), str(q), str(limit), request.hex(),
+         expect.hex(), "1" if half_close else "0"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         for n, q in zip(per, quota)]
     t0 = time.monotonic()
@@ -268,8 +275,9 @@ def one_run(part, variant, args):
         if part == "seq":
             ok, failed, secs = sequential(server, args.conns_seq, args.time_limit)
         else:
-            ok, failed, secs = concurrent(server, args.clients, args.conns, args.time_limit,
-                                          args.python)
+            ok, failed, secs = run_load_clients(server.port, args.clients, args.conns,
+                                                args.time_limit, args.python, MESSAGE,
+                                                MESSAGE, half_close=True)
         settle(server.pids)
         after = counters(server.pids)
     finally:
@@ -321,7 +329,9 @@ def main(argv):
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--part", choices=["seq", "load", "both"], default="both")
-    p.add_argument("--workers", default="4,16", help="K values, comma-separated")
+    p.add_argument("--workers-seq", default="1,4,16",
+                   help="K values of the seq part, comma-separated (K=1: no herd, the floor)")
+    p.add_argument("--workers-load", default="4,16", help="K values of the load part")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--conns-seq", type=int, default=300)
     p.add_argument("--conns", type=int, default=6000, help="connections per load run")
@@ -336,7 +346,8 @@ def main(argv):
     with open("/proc/loadavg") as f:
         print("load average before:", f.read().split()[:3], "cpus:", os.cpu_count())
     for part in parts:
-        for workers in [int(k) for k in args.workers.split(",")]:
+        ks = args.workers_seq if part == "seq" else args.workers_load
+        for workers in [int(k) for k in ks.split(",")]:
             args.workers_now = workers
             results = {v: [] for v in variants}
             for rnd in range(args.rounds):
