@@ -25,7 +25,8 @@ Parts:
         how the connections spread over the workers (counted by each worker).
 
 Variants run interleaved, one server at a time (stdlib, rsel, rsel-excl, stdlib, ...); the
-tables give the median over rounds. Every run is bounded in count and time; a lost or failed
+tables give the median over rounds, and for rates the median of the per-round ratios to the
+first variant ("ratio"). Every run is bounded in count and time; a lost or failed
 connection is counted and printed.
 """
 
@@ -298,6 +299,13 @@ def med(runs, field):
     return statistics.median(r[field] for r in runs)
 
 
+def rate_ratio(results, variant):
+    """Median over rounds of the variant's rate over the first variant's in the same round:
+    machine noise, which comes and goes, hits both sides of a ratio alike."""
+    base = next(iter(results.values()))
+    return statistics.median(r["rate"] / b["rate"] for r, b in zip(results[variant], base))
+
+
 def report(part, workers, results):
     print()
     if part == "seq":
@@ -312,13 +320,14 @@ def report(part, workers, results):
     else:
         print("load, K=%d: connections per run %s" % (
             workers, sorted({r["ok"] for runs in results.values() for r in runs})))
-        print("| variant | conns/s | switches/conn | CPU us/conn | busiest worker's share "
-              "| workers used | lost or failed |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| variant | conns/s | ratio | switches/conn | CPU us/conn "
+              "| busiest worker's share | workers used | lost or failed |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for v, runs in results.items():
             lost = sum(r["failed"] for r in runs)
-            print("| %s | %.0f | %.2f | %.0f | %.0f%% | %.0f of %d | %d |" % (
-                v, med(runs, "rate"), med(runs, "switches"), med(runs, "cpu_us"),
+            print("| %s | %.0f | %.2f | %.2f | %.0f | %.0f%% | %.0f of %d | %d |" % (
+                v, med(runs, "rate"), rate_ratio(results, v), med(runs, "switches"),
+                med(runs, "cpu_us"),
                 100 * med(runs, "busiest"), med(runs, "busy_workers"), workers, lost))
     sys.stdout.flush()
 

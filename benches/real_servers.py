@@ -38,7 +38,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prefork import counters, run_load_clients, settle  # noqa: E402
+from prefork import counters, rate_ratio, run_load_clients, settle  # noqa: E402
 
 VARIANTS = ["stdlib", "rsel", "rsel-excl"]
 EPOLLEXCLUSIVE = 1 << 28
@@ -237,12 +237,12 @@ def main(argv):
             print("\n%s, %d workers, %d clients, %s requests per run" % (
                 name, args.workers, clients,
                 sorted({r["ok"] for rs in results.values() for r in rs})))
-            print("| variant | requests/s | switches/request | CPU us/request | failed "
+            print("| variant | requests/s | ratio | switches/request | CPU us/request | failed "
                   "| selector in the workers | listener EPOLLEXCLUSIVE in epoll sets |")
-            print("|---|---:|---:|---:|---:|---|---|")
+            print("|---|---:|---:|---:|---:|---:|---|---|")
             for v, rs in results.items():
-                print("| %s | %.0f | %.2f | %.0f | %d | %s | %s |" % (
-                    v, statistics.median(r["rate"] for r in rs),
+                print("| %s | %.0f | %.2f | %.2f | %.0f | %d | %s | %s |" % (
+                    v, statistics.median(r["rate"] for r in rs), rate_ratio(results, v),
                     statistics.median(r["switches"] for r in rs),
                     statistics.median(r["cpu_us"] for r in rs),
                     sum(r["failed"] for r in rs),
