@@ -38,7 +38,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prefork import counters, rate_ratio, run_load_clients, settle  # noqa: E402
+from prefork import counters, rate_ratio, run_load_clients, settle, task_counters  # noqa: E402
 
 VARIANTS = ["stdlib", "rsel", "rsel-excl"]
 EPOLLEXCLUSIVE = 1 << 28
@@ -134,7 +134,7 @@ def exclusive_listeners(pid, port):
 
 
 class Server:
-    def __init__(self, name, variant, workers, python, appdir):
+    def __init__(self, name, variant, workers, python, appdir, threads):
         self.port = free_port()
         env = dict(os.environ, PYTHONPATH=appdir, PYTHONUNBUFFERED="1")
         for var in ("RSELECTORS_INSTALL", "RSELECTORS_EXCLUSIVE_ACCEPT"):
@@ -148,6 +148,7 @@ class Server:
         bind = "127.0.0.1:%d" % self.port
         if name == "gunicorn":
             cmd = run + ["gunicorn", "-k", "gthread", "-w", str(workers), "-b", bind,
+                         "--threads", str(threads),
                          "--backlog", "2048", "-c", os.path.join(appdir, "hello.py"),
                          "hello:wsgi"]
         else:
@@ -188,21 +189,24 @@ class Server:
 
 
 def one_run(name, variant, args, appdir, clients):
-    server = Server(name, variant, args.workers, args.python, appdir)
+    server = Server(name, variant, args.workers, args.python, appdir, args.threads)
     try:
         settle(server.workers)
         listeners = [exclusive_listeners(pid, server.port) for pid in server.workers]
-        before = counters(server.workers)
+        before = [task_counters(pid) for pid in server.workers]
         ok, failed, secs = run_load_clients(server.port, clients, args.requests,
                                             args.time_limit, args.python, REQUEST,
                                             b"HTTP/1.1 200 OK", half_close=False)
-        after = counters(server.workers)
+        after = [task_counters(pid) for pid in server.workers]
         seen = server.selectors_seen()
     finally:
         server.stop()
     n = max(ok, 1)
+    switches = sum(a[0] - b[0] for a, b in zip(after, before))
+    cpu = [a[1] - b[1] for a, b in zip(after, before)]
     return {"ok": ok, "failed": failed, "rate": ok / secs,
-            "switches": (after[0] - before[0]) / n, "cpu_us": (after[1] - before[1]) / n / 1e3,
+            "switches": switches / n, "cpu_us": sum(cpu) / n / 1e3,
+            "busiest": max(cpu) / max(sum(cpu), 1),
             "selectors": seen,
             "exclusive": "%d of %d" % (sum(f for _, f in listeners), sum(h for h, _ in listeners))}
 
@@ -211,6 +215,8 @@ def main(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", default="gunicorn,uvicorn")
     p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1,
+                   help="gunicorn's --threads per worker (its default: 1)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=4000, help="requests per run")
     p.add_argument("--clients", default="1,64",
@@ -234,17 +240,20 @@ def main(argv):
                     results[v].append(r)
                     if args.verbose:
                         print(name, clients, rnd, v, r, flush=True)
-            print("\n%s, %d workers, %d clients, %s requests per run" % (
-                name, args.workers, clients,
+            print("\n%s, %d workers%s, %d clients, %s requests per run" % (
+                name, args.workers, " x %d threads" % args.threads if name == "gunicorn" else "",
+                clients,
                 sorted({r["ok"] for rs in results.values() for r in rs})))
-            print("| variant | requests/s | ratio | switches/request | CPU us/request | failed "
-                  "| selector in the workers | listener EPOLLEXCLUSIVE in epoll sets |")
-            print("|---|---:|---:|---:|---:|---:|---|---|")
+            print("| variant | requests/s | ratio | switches/request | CPU us/request "
+                  "| busiest worker's CPU share | failed | selector in the workers "
+                  "| listener EPOLLEXCLUSIVE in epoll sets |")
+            print("|---|---:|---:|---:|---:|---:|---:|---|---|")
             for v, rs in results.items():
-                print("| %s | %.0f | %.2f | %.2f | %.0f | %d | %s | %s |" % (
+                print("| %s | %.0f | %.2f | %.2f | %.0f | %.0f%% | %d | %s | %s |" % (
                     v, statistics.median(r["rate"] for r in rs), rate_ratio(results, v),
                     statistics.median(r["switches"] for r in rs),
                     statistics.median(r["cpu_us"] for r in rs),
+                    100 * statistics.median(r["busiest"] for r in rs),
                     sum(r["failed"] for r in rs),
                     ", ".join(sorted({s for r in rs for s in r["selectors"]})),
                     rs[-1]["exclusive"]))
