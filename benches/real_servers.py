@@ -177,7 +177,7 @@ class Server:
 
     def selectors_seen(self):
         self.log.seek(0)
-        return sorted(set(re.findall(r"selector (\S+)", self.log.read())))
+        return sorted(set(re.findall(r"selector ((?:\w+\.)*\w*Selector)", self.log.read())))
 
     def stop(self):
         try:
