@@ -81,7 +81,8 @@ impl<B: Backend, K> Selector<B, K> {
     }
 
     /// Removes the key and the OS registration. The OS may have forgotten the fd already
-    /// (it was closed): that error is ignored, as the stdlib ignores it.
+    /// (it was closed): that error is ignored, as the stdlib ignores it. (The errors the
+    /// stdlib lets through, the binding tells apart beforehand: `os_pop`.)
     pub fn unregister(&mut self, fd: u64) -> Option<K> {
         let key = self.keys.remove(fd)?;
         let _ = self.backend.remove(fd);

@@ -57,7 +57,7 @@ pub fn parse_timeout(kind: Kind, timeout: Option<&Bound<'_, PyAny>>) -> PyResult
     }
 }
 
-fn math_ceil(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+pub(crate) fn math_ceil(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CEIL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     CEIL.import(py, "math", "ceil")
 }
