@@ -248,6 +248,21 @@ def test_select_discard_that_raises_keeps_the_fd_watched(differential):
     differential(scenario, "Select")
 
 
+@pytest.mark.parametrize("timeout", [1e-9, 1e-6, 0.0001])
+def test_tiny_wait_on_an_fd_closed_while_registered(differ, timeout):
+    """A wait shorter than its own preparation still makes the stdlib's system call:
+    select() refuses the closed fd (EBADF), poll() reports it (POLLNVAL), epoll forgot it."""
+
+    def scenario(side):
+        sel = side.selector()
+        a, b = side.socketpair()
+        sel.register(b.fileno(), R, "d")
+        side.close_fd(b.detach())
+        side.rec("select", lambda: [(side.fdish(k.fd), m) for k, m in sel.select(timeout)])
+
+    differ(scenario)
+
+
 # ---------------------------------------------------------------------------
 # user code changing the selector from inside a call
 # ---------------------------------------------------------------------------
