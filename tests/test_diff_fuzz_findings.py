@@ -37,6 +37,20 @@ class Hashed(int):
         return int.__hash__(self)
 
 
+class ClosesOnNe:
+    """`data` whose `!=` (modify()'s comparison with the key's) closes the selector."""
+
+    def __init__(self, sel):
+        self.sel = sel
+
+    def __ne__(self, other):
+        self.sel.close()
+        return True
+
+    def __repr__(self):
+        return "<ClosesOnNe>"
+
+
 class Recorder:
     """The calls user code receives, in order."""
 
@@ -475,15 +489,7 @@ def test_unregister_of_a_key_stored_after_close(differential):
         a, b = side.socketpair()
         sel.register(a, R, "old")
 
-        class Closes:
-            def __ne__(self, other):
-                sel.close()
-                return True
-
-            def __repr__(self):
-                return "<Closes>"
-
-        side.rec("modify", lambda: sel.modify(a, R, Closes()) and None)
+        side.rec("modify", lambda: sel.modify(a, R, ClosesOnNe(sel)) and None)
         side.rec("unregister", lambda: sel.unregister(a) and None)
 
     differential(scenario, "Epoll")
@@ -601,3 +607,101 @@ def test_known_difference_2_64_is_never_held(module, kind):
     # The stdlib's map holds the key while `events & EVENT_READ` runs, and keeps it when that
     # raises; rselectors holds no fd of 2**64 or more.
     assert (seen, held) == (([1], 1) if module.__name__ == "selectors" else ([0], 0))
+
+
+# ---------------------------------------------------------------------------
+# KqueueSelector (a libkqueue build, against tests/kqueue_reference.py; skipped elsewhere)
+# ---------------------------------------------------------------------------
+
+
+class IndexTimeout:
+    """A timeout whose `<` and `__index__` are recorded; `__index__` gives `value`."""
+
+    def __init__(self, value, calls):
+        self.value = value
+        self.calls = calls
+
+    def __lt__(self, other):
+        self.calls.append("lt")
+        return False
+
+    def __gt__(self, other):
+        self.calls.append("gt")
+        return True
+
+    def __index__(self):
+        self.calls.append("index")
+        return self.value
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
+def test_kqueue_timeout_refused_or_closed(differential, closed):
+    """kqueue.control() reports a closed kqueue before it converts the timeout, and names
+    the timeout's own type when it cannot take it."""
+
+    def scenario(side):
+        sel = side.selector()
+        if closed:
+            sel.close()
+        calls = []
+        t = IndexTimeout(10**10, calls)
+        side.rec("select", sel.select, t)
+        side.check("calls", calls)
+
+    differential(scenario, "Kqueue")
+
+
+@pytest.mark.parametrize("events", [R, W, RW])
+def test_kqueue_unregister_of_a_key_stored_after_close(differential, events):
+    """The filters are removed one at a time, each after its `key.events & ...`: a closed
+    kqueue refuses the first one there is."""
+
+    def scenario(side):
+        sel = side.selector()
+        a, b = side.socketpair()
+        ev = Ev(events)
+        sel.register(a, ev, "old")
+
+        side.rec("modify", lambda: sel.modify(a, ev, ClosesOnNe(sel)) and None)
+        ev.calls.clear()
+        side.rec("unregister", lambda: sel.unregister(a) and None)
+        side.check("calls", ev.calls)
+
+    differential(scenario, "Kqueue")
+
+
+def test_known_difference_kqueue_filter_count(module, socketpair):
+    """The stdlib's KqueueSelector counts the filters it asked for in `_max_events`: one
+    added per filter register() adds, one taken per bit of `key.events` in unregister(). A
+    key whose registration failed but was not taken back (its `fileno()` raising in the
+    undo) leaves it two below: negative, and every select() raises. rselectors counts the
+    filters the kqueue holds (README, Known differences)."""
+    if module.__name__ == "selectors":
+        module = pytest.importorskip("conftest").stdlib_for("Kqueue")
+    elif not hasattr(module, "KqueueSelector"):
+        pytest.skip("this build has no KqueueSelector (a libkqueue build or a BSD has)")
+    sel = module.KqueueSelector()
+    a, b = socketpair()
+    closed_number = b.fileno()
+    b.close()
+
+    class Fileno:
+        calls = 0
+
+        def fileno(self):
+            Fileno.calls += 1
+            if Fileno.calls > 1:
+                raise KeyError("gone")
+            return closed_number
+
+    try:
+        with pytest.raises(KeyError):
+            sel.register(Fileno(), RW)
+        sel.unregister(closed_number)
+        if module.__name__ == "rselectors":
+            assert sel.select(0) == []
+        else:
+            with pytest.raises(ValueError, match="Length of eventlist must be 0 or positive"):
+                sel.select(0)
+    finally:
+        sel.close()

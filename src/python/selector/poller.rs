@@ -170,7 +170,8 @@ impl SelectorBase {
         if self.poller.get().is_some() || self.kind == Kind::Select {
             return None;
         }
-        if fd > libc::c_int::MAX as u64 {
+        // (select.kevent takes any fd below 2**64.)
+        if fd > libc::c_int::MAX as u64 && !self.kind.is_kqueue() {
             return Some(backend_error(crate::backend::Error::FdTooLarge));
         }
         if poll_lacked {

@@ -231,15 +231,22 @@ impl SelectorBase {
         if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
         }
-        if poll_lacked || fd > i32::MAX as u64 || self.closed.load(Ordering::Relaxed) {
+        if self.kind.is_kqueue() {
+            // KqueueSelector.unregister tests `key.events & EVENT_READ` (an int subclass sees
+            // that, and may raise), then removes the filter (a closed kqueue refuses that),
+            // then the same for EVENT_WRITE.
+            let events = entry.field(py, 2);
+            for bit in [crate::backend::READ, crate::backend::WRITE] {
+                if wants(&events, bit)? && self.closed.load(Ordering::Relaxed) {
+                    if let Some(err) = self.os_refused(fd, false) {
+                        return Err(err);
+                    }
+                }
+            }
+        } else if poll_lacked || fd > i32::MAX as u64 || self.closed.load(Ordering::Relaxed) {
             if let Some(err) = self.os_refused(fd, poll_lacked) {
                 return Err(err);
             }
-        }
-        if self.kind.is_kqueue() {
-            // KqueueSelector.unregister tests `key.events & EVENT_READ`, then `& EVENT_WRITE`:
-            // an int subclass sees those calls, and may raise from them.
-            interest_of(&entry.field(py, 2))?;
         }
         self.os_unwatch(&fd_obj)?;
         Ok(entry.key)

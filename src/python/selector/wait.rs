@@ -37,6 +37,7 @@ impl SelectorBase {
         let parsed = match timeout {
             // `select(0)`, the hot call: CPython's one cached int 0 needs no parsing.
             Some(t) if is_cached_zero(t) => ParsedTimeout::Wait(Some(Duration::ZERO)),
+            Some(t) if this.kind.is_kqueue() => this.kqueue_timeout(t)?,
             _ => parse_timeout(this.kind, timeout)?,
         };
         let timeout = match parsed {
@@ -197,6 +198,21 @@ impl SelectorBase {
             Ordered::Native(mut ready) => slf.get().ready_list(slf.py(), &mut ready),
             Ordered::Done(list) => Ok(list),
         }
+    }
+
+    /// KqueueSelector's timeout: `max(timeout, 0)` in Python, then kqueue.control(), which
+    /// reports a closed kqueue before it converts the timeout (an `__index__` or `__float__`
+    /// of the user's is not called then).
+    fn kqueue_timeout(&self, t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
+        let exact = t.is_exact_instance_of::<pyo3::types::PyFloat>()
+            || t.is_exact_instance_of::<pyo3::types::PyInt>();
+        if !exact && self.closed.load(Ordering::Relaxed) {
+            0i32.into_pyobject(t.py())?.gt(t)?;
+            if let Some(Err(closed)) = self.lock()?.core.fileno() {
+                return Err(backend_error(closed));
+            }
+        }
+        parse_timeout(self.kind, Some(t))
     }
 
     /// The error of a wait that could not start. A SelectSelector holding an fd `select()`
