@@ -34,6 +34,8 @@ SUITES = [
     "tests/test_reliability_signals.py",
     "tests/test_diff_reentrant.py",
     "tests/test_diff_timeout_errors.py",
+    "tests/test_diff_fuzz_findings.py",
+    "tests/test_diff_fuzz.py",
     "tests/test_cpython_selectors.py",
     "tests/test_runner.py",
     "tests/test_asyncio_api.py",
