@@ -133,7 +133,7 @@ impl<B: Backend, K> Selector<B, K> {
     }
 
     /// A zero-timeout wait made in one go: `f` gets each ready fd that has a key.
-    pub fn poll_now(&mut self, f: &mut dyn FnMut(u64, &K, u8)) -> Result<(), Error> {
+    pub fn poll_now(&mut self, mut f: impl FnMut(u64, &K, u8)) -> Result<(), Error> {
         let keys = &self.keys;
         self.backend.poll_now(keys.len().max(1), &mut |fd, events| {
             if let Some(key) = keys.get(fd) {
@@ -287,7 +287,7 @@ mod tests {
             Ok(())
         }
 
-        fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+        fn for_each_ready(&self, mut f: impl FnMut(u64, u8)) {
             if self.ready {
                 f(7, READ);
             }

@@ -78,7 +78,7 @@ pub trait Backend: Send {
     /// A wait with a zero timeout, made while the caller holds the selector: it cannot block,
     /// so a mechanism may skip the lending that `begin_wait` does. `f` sees the ready fds as
     /// `for_each_ready` shows them; EINTR comes back as an error.
-    fn poll_now(&mut self, max_events: usize, f: &mut dyn FnMut(u64, u8)) -> Result<()> {
+    fn poll_now(&mut self, max_events: usize, f: impl FnMut(u64, u8)) -> Result<()> {
         let mut wait = self.begin_wait(max_events)?;
         let result = wait.wait(Some(Duration::ZERO));
         if result.is_ok() {
@@ -107,7 +107,7 @@ pub trait Wait: Send {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()>;
     /// Calls `f(fd, events)` for each fd the last `wait` found ready, in the kernel's order,
     /// with `events` a mask of `READ`/`WRITE` mapped as the stdlib maps it.
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8));
+    fn for_each_ready(&self, f: impl FnMut(u64, u8));
     /// True when the last `wait` found an fd ready.
     fn found_any(&self) -> bool {
         let mut any = false;
@@ -130,10 +130,9 @@ fn poll_like_events(revents: u32, readable: u32, writable: u32) -> u8 {
     events
 }
 
-/// Which mechanism: `AnyBackend`'s variants without their state. The binding keeps it beside
-/// the lock, since each stdlib class has rules of its own (timeouts, call order).
+/// Which mechanism: `AnyBackend`'s variants without their state, for choosing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum Mechanism {
     #[cfg(epoll)]
     Epoll,
     #[cfg(kqueue)]
@@ -141,52 +140,6 @@ pub enum Kind {
     #[cfg(unix)]
     Poll,
     Select,
-}
-
-impl Kind {
-    /// `_PollLikeSelector`'s subclasses (poll, epoll): `modify()` changes the OS registration
-    /// in place, and the fd goes through the select module's fd conversion on every change.
-    pub fn is_poll_like(self) -> bool {
-        match self {
-            #[cfg(epoll)]
-            Kind::Epoll => true,
-            #[cfg(unix)]
-            Kind::Poll => true,
-            _ => false,
-        }
-    }
-
-    /// poll(): no handle; timeouts in whole milliseconds as `select.poll` reads them.
-    pub fn is_poll(self) -> bool {
-        match self {
-            #[cfg(unix)]
-            Kind::Poll => true,
-            _ => false,
-        }
-    }
-
-    /// epoll: its handle, `fileno()`, and a wait with a maximum number of events.
-    pub fn is_epoll(self) -> bool {
-        match self {
-            #[cfg(epoll)]
-            Kind::Epoll => true,
-            _ => false,
-        }
-    }
-
-    /// kqueue: a read and a write filter per fd, registered one at a time.
-    pub fn is_kqueue(self) -> bool {
-        match self {
-            #[cfg(kqueue)]
-            Kind::Kqueue => true,
-            _ => false,
-        }
-    }
-
-    /// A mechanism with an OS handle of its own (epoll, kqueue), which `close()` closes.
-    pub fn has_handle(self) -> bool {
-        self.is_epoll() || self.is_kqueue()
-    }
 }
 
 /// The mechanism a selector was built on, chosen at construction.
@@ -229,16 +182,16 @@ macro_rules! dispatch {
 }
 
 impl AnyBackend {
-    /// A new backend of `kind` (epoll and kqueue open their OS handle).
-    pub fn open(kind: Kind) -> io::Result<Self> {
-        Ok(match kind {
+    /// A new backend of `mechanism` (epoll and kqueue open their OS handle).
+    pub fn open(mechanism: Mechanism) -> io::Result<Self> {
+        Ok(match mechanism {
             #[cfg(epoll)]
-            Kind::Epoll => AnyBackend::Epoll(epoll::Epoll::new()?),
+            Mechanism::Epoll => AnyBackend::Epoll(epoll::Epoll::new()?),
             #[cfg(kqueue)]
-            Kind::Kqueue => AnyBackend::Kqueue(kqueue::Kqueue::new()?),
+            Mechanism::Kqueue => AnyBackend::Kqueue(kqueue::Kqueue::new()?),
             #[cfg(unix)]
-            Kind::Poll => AnyBackend::Poll(poll::Poll::new()),
-            Kind::Select => AnyBackend::Select(select::Select::new()),
+            Mechanism::Poll => AnyBackend::Poll(poll::Poll::new()),
+            Mechanism::Select => AnyBackend::Select(select::Select::new()),
         })
     }
 }
@@ -290,7 +243,7 @@ impl Backend for AnyBackend {
         }
     }
 
-    fn poll_now(&mut self, max_events: usize, f: &mut dyn FnMut(u64, u8)) -> Result<()> {
+    fn poll_now(&mut self, max_events: usize, f: impl FnMut(u64, u8)) -> Result<()> {
         dispatch!(self, AnyBackend, b => b.poll_now(max_events, f))
     }
 
@@ -312,7 +265,7 @@ impl Wait for AnyWait {
         dispatch!(self, AnyWait, w => w.wait(timeout))
     }
 
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+    fn for_each_ready(&self, f: impl FnMut(u64, u8)) {
         dispatch!(self, AnyWait, w => w.for_each_ready(f))
     }
 

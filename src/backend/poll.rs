@@ -135,7 +135,7 @@ impl Wait for PollWait {
         Ok(())
     }
 
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+    fn for_each_ready(&self, mut f: impl FnMut(u64, u8)) {
         let marked = self.fds.iter().filter(|p| p.revents != 0);
         for pfd in marked.take(self.ready) {
             let events = poll_like_events(

@@ -1,16 +1,48 @@
 //! File objects to fds: `selectors._fileobj_to_fd`, and the hashing and warnings the stdlib's
 //! dicts, sets and select module apply to an fd object.
 
-use pyo3::exceptions::{PyAttributeError, PyRuntimeWarning, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyAttributeError, PyOverflowError, PyRuntimeWarning, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyString};
 use pyo3::{intern, PyTypeInfo};
 
-use super::errors::{chain_handled, from_none, while_handling};
+use super::errors::{backend_error, chain_handled, from_none, while_handling};
 
 /// A file descriptor as the table keys it: `None` for an int beyond 64 bits, which no table
 /// can hold and every system call refuses.
 pub type FdNum = Option<u64>;
+
+/// The fd numbers a class's OS calls take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdRange {
+    /// A C `int`: the select module's fd conversion.
+    CInt,
+    /// A `uintptr_t`: `select.kevent`'s ident.
+    #[cfg_attr(not(kqueue), allow(dead_code))]
+    SizeT,
+}
+
+impl FdRange {
+    /// Whether an OS call of the class takes `fd`.
+    pub fn holds(self, fd: u64) -> bool {
+        match self {
+            FdRange::CInt => fd <= libc::c_int::MAX as u64,
+            FdRange::SizeT => true,
+        }
+    }
+
+    /// The OverflowError for an fd number beyond the range.
+    pub fn too_large(self) -> PyErr {
+        match self {
+            FdRange::CInt => backend_error(crate::backend::Error::FdTooLarge),
+            FdRange::SizeT => {
+                PyOverflowError::new_err("Python int too large to convert to C size_t")
+            }
+        }
+    }
+}
 
 /// `selectors._fileobj_to_fd`: the fd as the Python object the key will hold, and its number.
 pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, FdNum)> {

@@ -13,10 +13,11 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBool, PyList, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
+use super::classes::{Class, OsSteps};
 use super::poller::CustomPoller;
 use super::results::Entry;
 use super::select_sets::SelectSets;
-use crate::backend::{AnyBackend, Kind};
+use crate::backend::AnyBackend;
 use crate::lock::{OwnedGuard, OwnedMutex, Reentered};
 use crate::python::errors::os_error;
 use crate::python::fd::hash_as_dict_key;
@@ -37,7 +38,8 @@ pub(super) struct State {
     name = "_Selector"
 )]
 pub struct SelectorBase {
-    pub(super) kind: Kind,
+    /// What the stdlib's class does its own way (`classes.rs`).
+    pub(super) class: Class,
     pub(super) state: OwnedMutex<State>,
     /// Set when the class's `_selector_cls` was replaced: the OS side goes through it
     /// (`poller.rs`, the only reader).
@@ -57,14 +59,14 @@ pub struct SelectorBase {
 }
 
 impl SelectorBase {
-    pub(super) fn new(py: Python<'_>, kind: Kind) -> PyResult<Self> {
-        let sets = match kind == Kind::Select {
-            true => Some(SelectSets::new(py)?),
-            false => None,
+    pub(super) fn new(py: Python<'_>, class: Class) -> PyResult<Self> {
+        let sets = match class.steps {
+            OsSteps::Sets => Some(SelectSets::new(py)?),
+            _ => None,
         };
-        let backend = AnyBackend::open(kind).map_err(|e| os_error(&e))?;
+        let backend = AnyBackend::open(class.mechanism).map_err(|e| os_error(&e))?;
         Ok(SelectorBase {
-            kind,
+            class,
             state: OwnedMutex::new(State {
                 core: Selector::new(backend),
                 mapping: None,
@@ -267,9 +269,14 @@ impl SelectorBase {
     /// Drives an instance of `cls` (a replaced `_selector_cls`) instead of the OS. Our own
     /// epoll fd is closed first, so the poller's fds take the numbers the stdlib's would.
     fn _use_poller(&self, cls: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(selector_cls) = self.class.selector_cls else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "this selector class has no _selector_cls",
+            ));
+        };
         let released = self.lock()?.core.close();
         drop(released);
-        self.use_poller(cls.call0()?.unbind());
+        self.use_poller(cls.call0()?.unbind(), selector_cls);
         Ok(())
     }
 

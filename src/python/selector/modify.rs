@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
 use super::base::SelectorBase;
+use super::classes::OsSteps;
 use super::poller::OsStep;
 use super::results::Entry;
 use crate::python::errors::backend_error;
@@ -26,7 +27,8 @@ impl SelectorBase {
         let py = slf.py();
         let this = slf.get();
         let (fd_obj, fd) = this.lookup_in_try(fileobj, false)?;
-        if let (true, Some(fd)) = (this.kind.is_poll_like(), fd) {
+        let in_place = this.class.steps == OsSteps::PollLike;
+        if let (true, Some(fd)) = (in_place, fd) {
             if let Some(key) = this.modify_natively(py, fileobj, &fd_obj, fd, events, data)? {
                 return Ok(key.into_any());
             }
@@ -39,7 +41,7 @@ impl SelectorBase {
         let (old_fileobj, old_fd) = (key.get_item(0)?, key.get_item(1)?);
         let (old_events, old_data) = (key.get_item(2)?, key.get_item(3)?);
 
-        if !this.kind.is_poll_like() {
+        if !in_place {
             // BaseSelector.modify: through the instance's own unregister and register.
             if differs(events, &old_events)? {
                 slf.call_method1(intern!(py, "unregister"), (fileobj,))?;

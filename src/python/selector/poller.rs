@@ -12,8 +12,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use super::base::{SelectorBase, State};
+use super::classes::OsSteps;
 use super::results::{Entry, ReadyList};
-use crate::backend::{Kind, READ, WRITE};
+use crate::backend::{READ, WRITE};
 use crate::lock::OwnedGuard;
 use crate::python::errors::backend_error;
 use crate::python::timeout_arg::math_ceil;
@@ -29,7 +30,55 @@ const IN: i64 = 1;
 #[cfg(windows)]
 const OUT: i64 = 4;
 
-pub struct CustomPoller(Py<PyAny>);
+/// The select module's object a class's `_selector_cls` names: a replaced one is called as
+/// the class calls its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(windows, allow(dead_code))]
+pub(crate) enum SelectorCls {
+    /// `select.poll`: `poll(timeout)` in milliseconds, None to block.
+    Poll,
+    /// `select.epoll`: `poll(timeout, max_events)` in seconds, -1 to block; closed with the
+    /// selector (`EpollSelector.close`).
+    Epoll,
+}
+
+impl SelectorCls {
+    /// Whether the selector's `close()` closes it.
+    fn closed_with_selector(self) -> bool {
+        self == SelectorCls::Epoll
+    }
+
+    /// The timeout `_PollLikeSelector.select` (`EpollSelector.select`) hands its poller: None
+    /// (-1), 0 for `timeout <= 0`, else `math.ceil(timeout * 1e3)` (times `1e-3`), in Python:
+    /// no rounding or checks of ours.
+    fn timeout<'py>(
+        self,
+        py: Python<'py>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let epoll = self == SelectorCls::Epoll;
+        let Some(t) = timeout else {
+            return Ok(match epoll {
+                true => (-1i32).into_pyobject(py)?.into_any(),
+                false => py.None().into_bound(py),
+            });
+        };
+        if t.le(0)? {
+            return Ok(0i32.into_pyobject(py)?.into_any());
+        }
+        let ms = math_ceil(py)?.call1((t.mul(1e3)?,))?;
+        match epoll {
+            true => ms.mul(1e-3),
+            false => Ok(ms),
+        }
+    }
+}
+
+/// An instance of a replaced `_selector_cls`, and which select module object it stands for.
+pub struct CustomPoller {
+    poller: Py<PyAny>,
+    cls: SelectorCls,
+}
 
 /// Which OS step `os_watch` makes.
 #[derive(Clone, Copy)]
@@ -52,46 +101,51 @@ fn poller_events(interest: u8) -> i64 {
 }
 
 impl CustomPoller {
-    pub fn new(poller: Py<PyAny>) -> Self {
-        CustomPoller(poller)
+    pub fn new(poller: Py<PyAny>, cls: SelectorCls) -> Self {
+        CustomPoller { poller, cls }
     }
 
     pub fn register(&self, fd: &Bound<'_, PyAny>, interest: u8) -> PyResult<()> {
         let py = fd.py();
         let args = (fd, poller_events(interest));
-        self.0.call_method1(py, intern!(py, "register"), args)?;
+        self.poller
+            .call_method1(py, intern!(py, "register"), args)?;
         Ok(())
     }
 
     pub fn modify(&self, fd: &Bound<'_, PyAny>, interest: u8) -> PyResult<()> {
         let py = fd.py();
         let args = (fd, poller_events(interest));
-        self.0.call_method1(py, intern!(py, "modify"), args)?;
+        self.poller.call_method1(py, intern!(py, "modify"), args)?;
         Ok(())
     }
 
     /// Errors are swallowed where the stdlib swallows them: OSError only.
     pub fn unregister(&self, fd: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = fd.py();
-        match self.0.call_method1(py, intern!(py, "unregister"), (fd,)) {
+        match self
+            .poller
+            .call_method1(py, intern!(py, "unregister"), (fd,))
+        {
             Err(err) if !err.is_instance_of::<PyOSError>(py) => Err(err),
             _ => Ok(()),
         }
     }
 
-    /// One `poll(timeout)` (`poll(timeout, max_events)` for epoll), the result mapped to
-    /// `(fd, events)` as `PollSelector`/`EpollSelector` map it.
+    /// One `poll(timeout)` (`poll(timeout, max_events)` for epoll), `timeout` being
+    /// `select()`'s argument, the result mapped to `(fd, events)` as
+    /// `PollSelector`/`EpollSelector` map it.
     pub fn poll(
         &self,
         py: Python<'_>,
-        kind: Kind,
-        timeout: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
         max_events: usize,
     ) -> PyResult<Vec<(u64, u8)>> {
+        let timeout = self.cls.timeout(py, timeout)?;
         let poll = intern!(py, "poll");
-        let result = match kind.is_epoll() {
-            true => self.0.call_method1(py, poll, (timeout, max_events))?,
-            false => self.0.call_method1(py, poll, (timeout,))?,
+        let result = match self.cls {
+            SelectorCls::Epoll => self.poller.call_method1(py, poll, (timeout, max_events))?,
+            SelectorCls::Poll => self.poller.call_method1(py, poll, (timeout,))?,
         };
         let mut ready = Vec::new();
         for item in result.bind(py).try_iter()? {
@@ -109,11 +163,20 @@ impl CustomPoller {
     }
 
     pub fn call0(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
-        self.0.call_method0(py, name)
+        self.poller.call_method0(py, name)
     }
 
     pub fn object(&self) -> &Py<PyAny> {
-        &self.0
+        &self.poller
+    }
+
+    /// Close's first step: an epoll poller is closed, as the stdlib's `EpollSelector.close`
+    /// closes `self._selector`.
+    pub fn close_with_selector(&self, py: Python<'_>) -> PyResult<()> {
+        if self.cls.closed_with_selector() {
+            self.call0(py, "close")?;
+        }
+        Ok(())
     }
 }
 
@@ -154,7 +217,7 @@ impl SelectorBase {
     pub(super) fn os_pop(&self, state: &mut OwnedGuard<'_, State>, fd: u64) -> Option<Entry> {
         match self.poller.get() {
             // SelectSelector's sets are emptied afterwards, as the stdlib's (`select_sets.rs`).
-            None if self.kind == Kind::Select => state.core.undo(fd),
+            None if self.class.steps == OsSteps::Sets => state.core.undo(fd),
             None => state.core.unregister(fd),
             Some(_) => state.core.undo(fd),
         }
@@ -167,25 +230,27 @@ impl SelectorBase {
     /// a closed epoll's or kqueue's ValueError (a key stored after close() by a callback).
     #[cold]
     pub(super) fn os_refused(&self, fd: u64, poll_lacked: bool) -> Option<PyErr> {
-        if self.poller.get().is_some() || self.kind == Kind::Select {
+        if self.poller.get().is_some() || self.class.steps == OsSteps::Sets {
             return None;
         }
-        // (select.kevent takes any fd below 2**64.)
-        if fd > libc::c_int::MAX as u64 && !self.kind.is_kqueue() {
-            return Some(backend_error(crate::backend::Error::FdTooLarge));
+        if !self.class.fd_range.holds(fd) {
+            return Some(self.class.fd_range.too_large());
         }
         if poll_lacked {
             return Some(pyo3::exceptions::PyKeyError::new_err(fd));
         }
-        if self.kind.has_handle() && self.closed.load(Ordering::Relaxed) {
-            let what = if self.kind.is_epoll() {
-                "epoll"
-            } else {
-                "kqueue"
-            };
-            return Some(backend_error(crate::backend::Error::Closed(what)));
+        self.check_handle_open().err()
+    }
+
+    /// The error of the OS handle (epoll's, kqueue's) once `close()` closed it; Ok while it is
+    /// open, and for the classes without one.
+    pub(super) fn check_handle_open(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            if let Some(Err(closed)) = self.lock()?.core.fileno() {
+                return Err(backend_error(closed));
+            }
         }
-        None
+        Ok(())
     }
 
     /// Unregister's last step with a replaced poller: `self._selector.unregister(key.fd)`.
@@ -210,13 +275,13 @@ impl SelectorBase {
         }
     }
 
-    /// Close's first step: an epoll poller of a replaced class is closed, as the stdlib's
-    /// `EpollSelector.close` closes `self._selector`.
+    /// Close's first step: a replaced poller is closed where the stdlib's class closes its
+    /// own.
     pub(super) fn os_close(&self, py: Python<'_>) -> PyResult<()> {
-        if let (Some(poller), true) = (self.poller.get(), self.kind.is_epoll()) {
-            poller.call0(py, "close")?;
+        match self.poller.get() {
+            Some(poller) => poller.close_with_selector(py),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// `select()` through a replaced poller, which gets the timeout as the stdlib hands it:
@@ -227,9 +292,8 @@ impl SelectorBase {
         poller: &CustomPoller,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let timeout = poller_timeout(py, self.kind, timeout)?;
         let max_events = self.len()?.max(1);
-        let polled = match poller.poll(py, self.kind, &timeout, max_events) {
+        let polled = match poller.poll(py, timeout, max_events) {
             // `except InterruptedError: return ready`.
             Err(err) if err.is_instance_of::<PyInterruptedError>(py) => {
                 return Ok(PyList::empty(py))
@@ -249,35 +313,12 @@ impl SelectorBase {
     }
 
     /// Drives `poller` (an instance of a replaced `_selector_cls`) instead of the OS.
-    pub(super) fn use_poller(&self, poller: Py<PyAny>) {
-        let _ = self.poller.set(CustomPoller::new(poller));
+    pub(super) fn use_poller(&self, poller: Py<PyAny>, cls: SelectorCls) {
+        let _ = self.poller.set(CustomPoller::new(poller, cls));
     }
 
     /// The poller, for the garbage collector.
     pub(super) fn poller_object(&self) -> Option<&Py<PyAny>> {
         self.poller.get().map(CustomPoller::object)
-    }
-}
-
-/// The timeout `_PollLikeSelector.select` (`EpollSelector.select`) hands its poller: None
-/// (-1), 0 for `timeout <= 0`, else `math.ceil(timeout * 1e3)` (times `1e-3`).
-fn poller_timeout<'py>(
-    py: Python<'py>,
-    kind: Kind,
-    timeout: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let Some(t) = timeout else {
-        return Ok(match kind.is_epoll() {
-            true => (-1i32).into_pyobject(py)?.into_any(),
-            false => py.None().into_bound(py),
-        });
-    };
-    if t.le(0)? {
-        return Ok(0i32.into_pyobject(py)?.into_any());
-    }
-    let ms = math_ceil(py)?.call1((t.mul(1e3)?,))?;
-    match kind.is_epoll() {
-        true => ms.mul(1e-3),
-        false => Ok(ms),
     }
 }

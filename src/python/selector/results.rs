@@ -7,8 +7,8 @@ use pyo3::types::{PyList, PyTuple};
 use smallvec::SmallVec;
 
 use super::base::SelectorBase;
+use super::classes::OsSteps;
 use super::lookup::same_without_python;
-use crate::backend::Kind;
 use crate::python::events::events_as_i64;
 use crate::python::fd::{is_plain_int, python_3_13};
 use pyo3::exceptions::PyKeyError;
@@ -129,7 +129,8 @@ impl SelectorBase {
                 let mut key = key.bind(py).clone();
                 let stored_fd = key.get_item(1)?;
                 let mut mask = *mask;
-                if !is_plain_int(&stored_fd) && self.kind != Kind::Select {
+                if !is_plain_int(&stored_fd) && self.class.steps != OsSteps::Sets {
+                    // (SelectSelector walks the fd objects of its sets instead: `select_sets.rs`.)
                     // `fd_to_key.get(fd)` with the OS's plain int compares it with the stored
                     // int subclass: its `__eq__` runs, and may say no, or change the selector
                     // (the key is read after it: `key_for`). Such entries are never cached,

@@ -9,12 +9,12 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyList};
 
 use super::base::SelectorBase;
-use super::results::{Ready, ReadyList};
+use super::classes::OsSteps;
+use super::results::{Entry, Ready, ReadyList};
 use super::select_sets::Ordered;
-use crate::backend::{Kind, Wait};
+use crate::backend::Wait;
 use crate::python::errors::{backend_error, os_error};
 use crate::python::fd::warn_if_bool_fd;
-use crate::python::timeout_arg::{parse_timeout, ParsedTimeout};
 use crate::selector::{wait_with_retries, WaitFailed};
 use crate::sys::is_interrupted;
 
@@ -29,31 +29,19 @@ impl SelectorBase {
         if let Some(poller) = this.poller.get() {
             return this.select_through_poller(py, poller, timeout);
         }
-        if this.kind == Kind::Select {
-            if let Some(list) = Self::select_through(slf, timeout)? {
-                return Ok(list);
-            }
+        // SelectSelector, its `_select` replaced.
+        if let Some(list) = Self::select_through(slf, timeout)? {
+            return Ok(list);
         }
-        let parsed = match timeout {
+        let timeout = match timeout {
             // `select(0)`, the hot call: CPython's one cached int 0 needs no parsing.
-            Some(t) if is_cached_zero(t) => ParsedTimeout::Wait(Some(Duration::ZERO)),
-            Some(t) if this.kind.is_kqueue() => this.kqueue_timeout(t)?,
-            _ => parse_timeout(this.kind, timeout)?,
-        };
-        let timeout = match parsed {
-            ParsedTimeout::Wait(t) => t,
-            // epoll.poll() and kqueue.control() report a closed handle before looking at
-            // the timeout.
-            ParsedTimeout::Refused(err) if this.kind.has_handle() => {
-                let handle = this.lock()?.core.fileno();
-                if let Some(Err(closed)) = handle {
-                    return Err(backend_error(closed));
-                }
-                return Err(err);
+            Some(t) if is_cached_zero(t) => Some(Duration::ZERO),
+            _ => {
+                let closed = || this.check_handle_open();
+                this.class.timeouts.parse(timeout, &closed)?
             }
-            ParsedTimeout::Refused(err) => return Err(err),
         };
-        if this.kind == Kind::Select && this.bool_fds.load(Ordering::Relaxed) > 0 {
+        if this.class.steps == OsSteps::Sets && this.bool_fds.load(Ordering::Relaxed) > 0 {
             // select.select() converts every fd it is given; a bool one warns (3.13+).
             warn_if_bool_fd(&PyBool::new(py, true))?;
         }
@@ -79,9 +67,8 @@ impl SelectorBase {
             // Other threads run while this one waits (a zero timeout went to select_now).
             py.detach(|| wait.wait(left)).map_err(WaitFailed::Os)
         };
-        let waited = wait_with_retries(&mut wait, timeout, this.kind.is_poll_like(), call, || {
-            py.check_signals()
-        });
+        let in_millis = this.class.timeouts.retries_in_millis();
+        let waited = wait_with_retries(&mut wait, timeout, in_millis, call, || py.check_signals());
         let outcome = waited.map_err(|failed| match failed {
             WaitFailed::Os(err) => os_error(&err),
             WaitFailed::Stopped(err) => err,
@@ -90,7 +77,7 @@ impl SelectorBase {
         let mut ready = ReadyList::new();
         // SelectSelector's order of reporting may depend on every ready fd, keyed or not.
         let mut all = Vec::new();
-        let select = this.kind == Kind::Select;
+        let select = this.sets.is_some();
         let every = select && this.needs_every_ready_fd();
         {
             let mut state = this.lock()?;
@@ -119,12 +106,12 @@ impl SelectorBase {
     pub(super) fn select_now<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
         let py = slf.py();
         let this = slf.get();
-        let select = this.kind == Kind::Select;
+        let select = this.sets.is_some();
         if select && this.needs_every_ready_fd() {
             return Self::select_now_in_set_order(slf);
         }
         let mut ready = ReadyList::new();
-        let result = this.lock()?.core.poll_now(&mut |fd, entry, events| {
+        let result = this.lock()?.core.poll_now(|fd, entry: &Entry, events| {
             ready.push(entry.ready(py, fd, events));
         });
         match result {
@@ -200,28 +187,13 @@ impl SelectorBase {
         }
     }
 
-    /// KqueueSelector's timeout: `max(timeout, 0)` in Python, then kqueue.control(), which
-    /// reports a closed kqueue before it converts the timeout (an `__index__` or `__float__`
-    /// of the user's is not called then).
-    fn kqueue_timeout(&self, t: &Bound<'_, PyAny>) -> PyResult<ParsedTimeout> {
-        let exact = t.is_exact_instance_of::<pyo3::types::PyFloat>()
-            || t.is_exact_instance_of::<pyo3::types::PyInt>();
-        if !exact && self.closed.load(Ordering::Relaxed) {
-            0i32.into_pyobject(t.py())?.gt(t)?;
-            if let Some(Err(closed)) = self.lock()?.core.fileno() {
-                return Err(backend_error(closed));
-            }
-        }
-        parse_timeout(self.kind, Some(t))
-    }
-
     /// The error of a wait that could not start. A SelectSelector holding an fd `select()`
     /// cannot take gets `select.select`'s own: it converts the readers, then the writers, in
     /// its sets' order, and raises for the first bad one (OverflowError or ValueError), where
     /// the backend checks in fd order.
     pub(super) fn wait_error(&self, py: Python<'_>, err: crate::backend::Error) -> PyErr {
         use crate::backend::Error::{FdOutOfRange, FdTooLarge};
-        if self.kind != Kind::Select || !matches!(err, FdOutOfRange | FdTooLarge) {
+        if !matches!(err, FdOutOfRange | FdTooLarge) {
             return backend_error(err);
         }
         match self.select_module_error(py) {
