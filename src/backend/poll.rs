@@ -72,6 +72,7 @@ impl Backend for Poll {
         Ok(())
     }
 
+    #[inline]
     fn begin_wait(&mut self, _max_events: usize) -> Result<PollWait> {
         if self.running {
             return Err(Error::ConcurrentPoll);
@@ -97,6 +98,7 @@ impl Backend for Poll {
         })
     }
 
+    #[inline]
     fn end_wait(&mut self, wait: PollWait) {
         self.running = false;
         if wait.generation == self.generation {

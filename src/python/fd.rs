@@ -139,9 +139,18 @@ pub fn python_3_13(py: Python<'_>) -> bool {
 }
 
 /// From 3.13 the select module warns when a bool is passed where it wants an fd.
+#[inline]
 pub fn warn_if_bool_fd(fd: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = fd.py();
-    if fd.is_exact_instance_of::<PyBool>() && python_3_13(py) {
+    if fd.is_exact_instance_of::<PyBool>() {
+        return warn_bool_fd(fd.py());
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn warn_bool_fd(py: Python<'_>) -> PyResult<()> {
+    if python_3_13(py) {
         let category = py.get_type::<PyRuntimeWarning>();
         PyErr::warn(py, &category, c"bool is used as a file descriptor", 1)?;
     }

@@ -10,6 +10,7 @@ use super::base::SelectorBase;
 use super::classes::OsSteps;
 use super::poller::OsStep;
 use super::results::Entry;
+use crate::backend::{READ, WRITE};
 use crate::python::errors::backend_error;
 use crate::python::events::{differs, differs_natively, events_as_i64, interest_of};
 use crate::python::fd::{is_plain_int, warn_if_bool_fd};
@@ -94,10 +95,10 @@ impl SelectorBase {
         events: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyTuple>>> {
-        if !self.native() || events_as_i64(events).is_none() {
+        let Some(plain_events) = events_as_i64(events).filter(|_| self.native()) else {
             return Ok(None);
-        }
-        let interest = interest_of(events)?;
+        };
+        let interest = (plain_events & i64::from(READ | WRITE)) as u8;
         let blank = BlankKey::new(py)?;
         let mut state = self.lock()?;
         let Some(entry) = state.core.keys().get(fd) else {

@@ -243,8 +243,15 @@ impl Ready {
 /// The list of the cached tuples of `ready` (the others, `Gone`, leave no slot: there are
 /// none once `ready_list` dropped them), emptying it.
 fn fill_list<'py>(py: Python<'py>, ready: &mut ReadyList) -> PyResult<Bound<'py, PyList>> {
-    let list = new_list(py, ready.len())?;
-    for (i, item) in ready.drain(..).enumerate() {
+    let len = ready.len();
+    let list = new_list(py, len)?;
+    let items = ready.as_ptr();
+    // SAFETY: the vector forgets its items first (no drain to drop afterwards); each is then
+    // moved out of its buffer once, below.
+    unsafe { ready.set_len(0) };
+    for i in 0..len {
+        // SAFETY: `i < len`: an initialised item the vector no longer owns, read once.
+        let item = unsafe { std::ptr::read(items.add(i)) };
         if let Ready::Cached { tuple, .. } = item {
             // SAFETY: `list` has `ready.len()` empty slots and no one else has seen it; each
             // slot is filled once, with a reference the list takes over.
