@@ -99,6 +99,14 @@ pub fn is_plain_int(obj: &Bound<'_, PyAny>) -> bool {
     obj.is_exact_instance_of::<PyInt>() || obj.is_exact_instance_of::<PyBool>()
 }
 
+/// Whether a dict holding `stored` finds it again when looked up with `fd_obj` (same hash
+/// already established) without running Python code: the same object, or two plain ints
+/// (same number, as the caller found them under one fd). Otherwise the dict runs
+/// `stored == fd_obj`, which only an int subclass can make run Python code (`lookup.rs`, `key_for`).
+pub fn same_without_python(stored: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> bool {
+    stored.is(fd_obj) || (is_plain_int(stored) && is_plain_int(fd_obj))
+}
+
 /// The stdlib keys a dict by the fd object, so an int subclass's `__hash__` runs once per dict
 /// operation (and may raise); a plain int's hash is invisible and skipped.
 pub fn hash_as_dict_key(fd: &Bound<'_, PyAny>) -> PyResult<()> {

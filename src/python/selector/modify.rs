@@ -7,9 +7,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
 use super::base::SelectorBase;
-use super::classes::OsSteps;
-use super::poller::OsStep;
-use super::results::Entry;
+use super::class_rules::OsSteps;
+use super::entry::Entry;
+use super::os_steps::OsStep;
 use crate::backend::{READ, WRITE};
 use crate::python::errors::backend_error;
 use crate::python::events::{differs, differs_natively, events_as_i64, interest_of};

@@ -9,14 +9,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyTuple};
 
 use super::base::{SelectorBase, State};
-use super::classes::OsSteps;
-use super::lookup::same_without_python;
-use super::poller::OsStep;
-use super::results::Entry;
+use super::class_rules::OsSteps;
+use super::entry::Entry;
+use super::os_steps::OsStep;
 use crate::lock::OwnedGuard;
 use crate::python::errors::{backend_error, chain_handled, while_handling};
 use crate::python::events::{check_register_events, events_as_i64, interest_of, wants};
-use crate::python::fd::{hash_as_dict_key, is_plain_int, warn_if_bool_fd};
+use crate::python::fd::{hash_as_dict_key, is_plain_int, same_without_python, warn_if_bool_fd};
 use crate::python::key::new_key;
 
 impl SelectorBase {

@@ -9,9 +9,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyList};
 
 use super::base::SelectorBase;
-use super::classes::OsSteps;
-use super::results::{Entry, Ready, ReadyList};
-use super::select_sets::Ordered;
+use super::class_rules::OsSteps;
+use super::entry::{Entry, Ready, ReadyList};
+use super::select_steps::Ordered;
 use crate::backend::Wait;
 use crate::python::errors::{backend_error, os_error};
 use crate::python::fd::warn_if_bool_fd;
