@@ -4,7 +4,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::handle::{Lent, OsHandle};
@@ -138,8 +138,12 @@ pub struct EventWait<M: Mechanism> {
 
 impl<M: Mechanism> Wait for EventWait<M> {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
-        let queue = self.queue.fd.as_raw_fd();
+        let queue = self.queue.raw();
         wait_into::<M>(queue, &mut self.events, self.max_events, timeout)
+    }
+
+    fn handle_closed(&self) -> bool {
+        self.queue.closed()
     }
 
     fn for_each_ready(&self, f: impl FnMut(u64, u8)) {

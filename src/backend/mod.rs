@@ -114,6 +114,10 @@ pub trait Wait: Send {
         self.for_each_ready(&mut |_, _| any = true);
         any
     }
+    /// True once the selector's `close()` let go of the OS handle this wait keeps open.
+    fn handle_closed(&self) -> bool {
+        false
+    }
 }
 
 /// The stdlib's mapping of `poll`/`epoll` bits: anything but "readable" counts as writable and
@@ -271,6 +275,10 @@ impl Wait for AnyWait {
 
     fn found_any(&self) -> bool {
         dispatch!(self, AnyWait, w => w.found_any())
+    }
+
+    fn handle_closed(&self) -> bool {
+        dispatch!(self, AnyWait, w => w.handle_closed())
     }
 }
 

@@ -146,14 +146,11 @@ impl SelectorBase {
             other => other?,
         };
         let mut ready = ReadyList::with_capacity(polled.len());
-        {
-            let state = self.lock()?;
-            for (fd, events) in polled {
-                if let Some(entry) = state.core.keys().get(fd) {
-                    ready.push(entry.ready(py, fd, events));
-                }
-            }
-        }
+        self.lock()?
+            .core
+            .keyed(polled, |fd, entry: &Entry, events| {
+                ready.push(entry.ready(py, fd, events))
+            });
         self.ready_list(py, &mut ready)
     }
 

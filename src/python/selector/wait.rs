@@ -12,11 +12,10 @@ use super::base::SelectorBase;
 use super::class_rules::OsSteps;
 use super::entry::{Entry, Ready, ReadyList};
 use super::select_steps::Ordered;
-use crate::backend::Wait;
+use crate::backend::{AnyWait, Wait};
 use crate::python::errors::{backend_error, os_error};
 use crate::python::fd::warn_if_bool_fd;
-use crate::selector::{wait_with_retries, WaitFailed};
-use crate::sys::is_interrupted;
+use crate::selector::{wait_with_retries, Look, WaitFailed};
 
 impl SelectorBase {
     /// `select(timeout)`.
@@ -52,21 +51,8 @@ impl SelectorBase {
         let begun = this.lock()?.core.begin_wait();
         let mut wait = begun.map_err(|err| this.wait_error(py, err))?;
 
-        let mut retry = false;
-        let call = |wait: &mut crate::backend::AnyWait, left| {
-            if std::mem::replace(&mut retry, true) {
-                // The stdlib retries on its own handle, which the signal handler that just ran
-                // may have closed (a SIGTERM handler calling close()): the retry then fails
-                // with EBADF at once. Our wait holds the fd open, so ask.
-                let handle = this.lock().map_err(WaitFailed::Stopped)?.core.fileno();
-                if let Some(Err(_)) = handle {
-                    let ebadf = std::io::Error::from_raw_os_error(libc::EBADF);
-                    return Err(WaitFailed::Os(ebadf));
-                }
-            }
-            // Other threads run while this one waits (a zero timeout went to select_now).
-            py.detach(|| wait.wait(left)).map_err(WaitFailed::Os)
-        };
+        // Other threads run while this one waits (a zero timeout went to select_now).
+        let call = |wait: &mut AnyWait, left| py.detach(|| wait.wait(left));
         let in_millis = this.class.timeouts.retries_in_millis();
         let waited = wait_with_retries(&mut wait, timeout, in_millis, call, || py.check_signals());
         let outcome = waited.map_err(|failed| match failed {
@@ -79,21 +65,16 @@ impl SelectorBase {
         let mut all = Vec::new();
         let select = this.sets.is_some();
         let every = select && this.needs_every_ready_fd();
-        {
-            let mut state = this.lock()?;
-            if let Ok(true) = outcome {
-                let keys = state.core.keys();
-                wait.for_each_ready(&mut |fd, events| {
-                    if every {
-                        all.push((fd, events));
-                    }
-                    if let Some(entry) = keys.get(fd) {
-                        ready.push(entry.ready(py, fd, events));
-                    }
-                });
-            }
-            state.core.end_wait(wait);
-        }
+        this.lock()?.core.end_wait(
+            wait,
+            matches!(outcome, Ok(true)),
+            |fd, events| {
+                if every {
+                    all.push((fd, events));
+                }
+            },
+            |fd, entry: &Entry, events| ready.push(entry.ready(py, fd, events)),
+        );
         outcome?;
         if every || (select && ready.len() >= 2) {
             return Self::in_set_order(slf, every.then_some(all), ready);
@@ -111,14 +92,16 @@ impl SelectorBase {
             return Self::select_now_in_set_order(slf);
         }
         let mut ready = ReadyList::new();
-        let result = this.lock()?.core.poll_now(|fd, entry: &Entry, events| {
-            ready.push(entry.ready(py, fd, events));
-        });
-        match result {
+        let looked = this.lock()?.core.poll_now(
+            |_, _| {},
+            |fd, entry: &Entry, events| ready.push(entry.ready(py, fd, events)),
+        );
+        match looked {
             // One ready fd needs no ordering.
-            Ok(()) if select && ready.len() >= 2 => Self::in_set_order(slf, None, ready),
-            Ok(()) => this.ready_list(py, &mut ready),
-            Err(err) => this.select_now_failed(py, err),
+            Ok(Look::Done) if select && ready.len() >= 2 => Self::in_set_order(slf, None, ready),
+            Ok(Look::Done) => this.ready_list(py, &mut ready),
+            Ok(Look::Interrupted) => nothing_after_signals(py),
+            Err(err) => Err(this.wait_error(py, err)),
         }
     }
 
@@ -129,41 +112,14 @@ impl SelectorBase {
         let this = slf.get();
         let mut ready = ReadyList::new();
         let mut all = Vec::new();
-        let result = {
-            let mut state = this.lock()?;
-            state.core.begin_wait().and_then(|mut wait| {
-                let waited = wait.wait(Some(Duration::ZERO));
-                if waited.is_ok() {
-                    let keys = state.core.keys();
-                    wait.for_each_ready(&mut |fd, events| {
-                        all.push((fd, events));
-                        if let Some(entry) = keys.get(fd) {
-                            ready.push(entry.ready(py, fd, events));
-                        }
-                    });
-                }
-                state.core.end_wait(wait);
-                Ok(waited?)
-            })
-        };
-        match result {
-            Ok(()) => Self::in_set_order(slf, Some(all), ready),
-            Err(err) => this.select_now_failed(py, err),
-        }
-    }
-
-    fn select_now_failed<'py>(
-        &self,
-        py: Python<'py>,
-        err: crate::backend::Error,
-    ) -> PyResult<Bound<'py, PyList>> {
-        match err {
-            // The stdlib retries with what is left of a zero timeout: nothing.
-            crate::backend::Error::Os(err) if is_interrupted(&err) => {
-                py.check_signals()?;
-                Ok(PyList::empty(py))
-            }
-            err => Err(self.wait_error(py, err)),
+        let looked = this.lock()?.core.poll_now(
+            |fd, events| all.push((fd, events)),
+            |fd, entry: &Entry, events| ready.push(entry.ready(py, fd, events)),
+        );
+        match looked {
+            Ok(Look::Done) => Self::in_set_order(slf, Some(all), ready),
+            Ok(Look::Interrupted) => nothing_after_signals(py),
+            Err(err) => Err(this.wait_error(py, err)),
         }
     }
 
@@ -201,6 +157,13 @@ impl SelectorBase {
             None => backend_error(err),
         }
     }
+}
+
+/// A look interrupted by a signal: the handlers run (an exception they raise is `select()`'s),
+/// and nothing is ready (`Look::Interrupted`).
+fn nothing_after_signals(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
+    py.check_signals()?;
+    Ok(PyList::empty(py))
 }
 
 /// Whether `t` is the int 0 that CPython hands out for every small zero (from its small-int
