@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::{Probe, SharpTimers};
+use crate::sys::SharpTimers;
 
 /// How long one wait may block: `None` blocks until an fd is ready.
 pub type Timeout = Option<Duration>;
@@ -129,16 +129,6 @@ pub fn to_timespec(d: Duration) -> libc::timespec {
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
         tv_nsec: d.subsec_nanos() as _,
     }
-}
-
-/// Whether `epoll_pwait2` (Linux 5.11+) works here, learnt from its first call: a kernel
-/// without it says ENOSYS, a seccomp filter that refuses it ENOSYS or EPERM. Once it failed,
-/// epoll waits stay with `epoll_wait` and whole milliseconds for the life of the process.
-pub static EPOLL_PWAIT2: Probe = Probe::new("missing");
-
-/// The errors by which `epoll_pwait2` is missing rather than failing.
-pub fn epoll_pwait2_missing(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
 }
 
 /// Waits this short or shorter are made with the thread's timer slack lowered to 1 ns

@@ -2,10 +2,11 @@
 //!
 //! `close()` must not free an fd a wait in another thread still sleeps on (the number could
 //! be reused under it), so each wait holds its own reference (an `Arc`) and the fd closes with
-//! the last one; the wait can still tell that `close()` let go of it. After `fork()`, though, the child has the references of waits whose threads
-//! were not copied: those never end. So on its first use in a new process the handle re-owns
-//! its fd under a fresh `Arc` and leaks the old one, whose other holders are those lost
-//! threads; from then on the child's own waits and `close()` count as in any process.
+//! the last one; the wait can still tell that `close()` let go of it. After `fork()`, though,
+//! the child has the references of waits whose threads were not copied: those never end. So
+//! on its first use in a new process the handle re-owns its fd under a fresh `Arc` and leaks
+//! the old one, whose other holders are those lost threads; from then on the child's own
+//! waits and `close()` count as in any process.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -157,9 +157,6 @@ pub enum AnyBackend {
     Select(select::Select),
 }
 
-// A wait lives on one thread's stack for one call; boxing the select sets would cost an
-// allocation per call to save a copy.
-#[allow(clippy::large_enum_variant)]
 pub enum AnyWait {
     #[cfg(epoll)]
     Epoll(event_queue::EventWait<epoll::EpollCalls>),

@@ -39,7 +39,7 @@ pub struct SelectorBase {
     pub(super) class: Class,
     pub(super) state: OwnedMutex<State>,
     /// Set when the class's `_selector_cls` was replaced: the OS side goes through it
-    /// (`poller.rs`, the only reader).
+    /// (`os_steps.rs`, `poller.rs`).
     pub(super) poller: OnceLock<CustomPoller>,
     /// How many registered fds are bools (`True`): a select() selector warns about them
     /// before each wait. Outside the lock, so that check costs no lock round trip.

@@ -61,7 +61,7 @@ impl SelectorBase {
     /// stdlib takes before it.
     pub(super) fn os_pop(&self, state: &mut OwnedGuard<'_, State>, fd: u64) -> Option<Entry> {
         match self.poller.get() {
-            // SelectSelector's sets are emptied afterwards, as the stdlib's (`select_sets.rs`).
+            // SelectSelector's sets are emptied afterwards, as the stdlib's (`select_steps.rs`).
             None if self.class.steps == OsSteps::Sets => state.core.undo(fd),
             None => state.core.unregister(fd),
             Some(_) => state.core.undo(fd),

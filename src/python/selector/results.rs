@@ -65,7 +65,7 @@ impl SelectorBase {
                 let stored_fd = key.get_item(1)?;
                 let mut mask = *mask;
                 if !is_plain_int(&stored_fd) && self.class.steps != OsSteps::Sets {
-                    // (SelectSelector walks the fd objects of its sets instead: `select_sets.rs`.)
+                    // (SelectSelector walks the fd objects of its sets instead: `select_steps.rs`.)
                     // `fd_to_key.get(fd)` with the OS's plain int compares it with the stored
                     // int subclass: its `__eq__` runs, and may say no, or change the selector
                     // (the key is read after it: `key_for`). Such entries are never cached,

@@ -123,7 +123,7 @@ impl SelectorBase {
         }
     }
 
-    /// SelectSelector's result list, in the order its sets give (`select_sets.rs`). `all`:
+    /// SelectSelector's result list, in the order its sets give (`select_steps.rs`). `all`:
     /// every ready fd, keyed or not, when that may matter (`needs_every_ready_fd`); else those
     /// of `ready`, where one needs no ordering.
     #[inline(never)]
