@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::event_queue::{EventQueue, Mechanism};
 use super::handle::OsHandle;
-use super::{poll_like_events, Result};
+use super::{PollBits, Result};
 use crate::exclusive;
 use crate::sys::{syscall, to_raw_fd, Probe};
 use crate::timeout::{self, to_millis_ceil, Timeout};
@@ -213,14 +213,7 @@ fn add_flagged(epoll: &OsHandle, fd: u64, bits: u32) -> Result<bool> {
 }
 
 fn epoll_bits(interest: u8) -> u32 {
-    let mut bits = 0;
-    if interest & super::READ != 0 {
-        bits |= libc::EPOLLIN as u32;
-    }
-    if interest & super::WRITE != 0 {
-        bits |= libc::EPOLLOUT as u32;
-    }
-    bits
+    PollBits::EPOLL.of_interest(interest) as u32
 }
 
 impl Mechanism for EpollCalls {
@@ -262,7 +255,7 @@ impl Mechanism for EpollCalls {
     }
 
     fn ready(event: &libc::epoll_event) -> (u64, u8) {
-        let events = poll_like_events(event.events, libc::EPOLLIN as u32, libc::EPOLLOUT as u32);
+        let events = PollBits::EPOLL.ready_events(u64::from(event.events));
         (event.u64, events)
     }
 }

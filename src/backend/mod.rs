@@ -120,18 +120,72 @@ pub trait Wait: Send {
     }
 }
 
-/// The stdlib's mapping of `poll`/`epoll` bits: anything but "readable" counts as writable and
-/// anything but "writable" as readable, so hang-ups and errors wake both kinds of waiter.
-#[cfg(unix)]
-fn poll_like_events(revents: u32, readable: u32, writable: u32) -> u8 {
-    let mut events = 0;
-    if revents & !readable != 0 {
-        events |= WRITE;
+/// How a poll-like mechanism writes `READ` and `WRITE`: its readable and writable bits
+/// (poll's, epoll's, and those a replaced `_selector_cls` of their classes takes).
+#[derive(Debug, Clone, Copy)]
+pub struct PollBits {
+    pub readable: u64,
+    pub writable: u64,
+}
+
+impl PollBits {
+    /// `select.POLLIN` and `select.POLLOUT`.
+    #[cfg(unix)]
+    pub const POLL: PollBits = PollBits {
+        readable: libc::POLLIN as u64,
+        writable: libc::POLLOUT as u64,
+    };
+    /// Windows has no poll(), so no PollSelector or EpollSelector whose `_selector_cls` could
+    /// be handed these: CPython's numbers, never sent.
+    #[cfg(windows)]
+    pub const POLL: PollBits = PollBits {
+        readable: 1,
+        writable: 4,
+    };
+    /// `EPOLLIN` and `EPOLLOUT`.
+    #[cfg(epoll)]
+    pub const EPOLL: PollBits = PollBits {
+        readable: libc::EPOLLIN as u64,
+        writable: libc::EPOLLOUT as u64,
+    };
+
+    /// The bits to register for `interest` (`READ`, `WRITE`).
+    pub fn of_interest(self, interest: u8) -> u64 {
+        let mut bits = 0;
+        if interest & READ != 0 {
+            bits |= self.readable;
+        }
+        if interest & WRITE != 0 {
+            bits |= self.writable;
+        }
+        bits
     }
-    if revents & !writable != 0 {
-        events |= READ;
+
+    /// The interest that registered `bits`.
+    #[cfg(unix)]
+    pub fn interest_of(self, bits: u64) -> u8 {
+        let mut interest = 0;
+        if bits & self.readable != 0 {
+            interest |= READ;
+        }
+        if bits & self.writable != 0 {
+            interest |= WRITE;
+        }
+        interest
     }
-    events
+
+    /// The stdlib's mapping of ready bits: anything but "readable" counts as writable and
+    /// anything but "writable" as readable, so hang-ups and errors wake both kinds of waiter.
+    pub fn ready_events(self, revents: u64) -> u8 {
+        let mut events = 0;
+        if revents & !self.readable != 0 {
+            events |= WRITE;
+        }
+        if revents & !self.writable != 0 {
+            events |= READ;
+        }
+        events
+    }
 }
 
 /// Which mechanism: `AnyBackend`'s variants without their state, for choosing one.

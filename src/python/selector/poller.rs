@@ -5,19 +5,8 @@ use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use crate::backend::{READ, WRITE};
+use crate::backend::PollBits;
 use crate::python::timeout_arg::math_ceil;
-
-/// `select.POLLIN`/`EPOLLIN` and `POLLOUT`/`EPOLLOUT`: the same numbers for both classes.
-#[cfg(unix)]
-const IN: i64 = libc::POLLIN as i64;
-#[cfg(unix)]
-const OUT: i64 = libc::POLLOUT as i64;
-/// Windows has no poll() (nor PollSelector or EpollSelector): no poller is ever made there.
-#[cfg(windows)]
-const IN: i64 = 1;
-#[cfg(windows)]
-const OUT: i64 = 4;
 
 /// The select module's object a class's `_selector_cls` names: a replaced one is called as
 /// the class calls its own.
@@ -69,15 +58,10 @@ pub struct CustomPoller {
     cls: SelectorCls,
 }
 
+/// The events argument of the poller's `register` and `modify`.
 fn poller_events(interest: u8) -> i64 {
-    let mut bits = 0;
-    if interest & READ != 0 {
-        bits |= IN;
-    }
-    if interest & WRITE != 0 {
-        bits |= OUT;
-    }
-    bits
+    // `select.POLLIN`/`EPOLLIN` and `POLLOUT`/`EPOLLOUT` are the same numbers.
+    PollBits::POLL.of_interest(interest) as i64
 }
 
 impl CustomPoller {
@@ -130,14 +114,7 @@ impl CustomPoller {
         let mut ready = Vec::new();
         for item in result.bind(py).try_iter()? {
             let (fd, event): (u64, i64) = item?.extract()?;
-            let mut events = 0;
-            if event & !IN != 0 {
-                events |= WRITE;
-            }
-            if event & !OUT != 0 {
-                events |= READ;
-            }
-            ready.push((fd, events));
+            ready.push((fd, PollBits::POLL.ready_events(event as u64)));
         }
         Ok(ready)
     }

@@ -4,6 +4,7 @@
 //! user code can watch run as the running version's selectors.py writes them
 //! (`rselectors/_select.py`).
 
+use pyo3::exceptions::PyInterruptedError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -17,7 +18,7 @@ use crate::python::fd::{hash_as_dict_key, is_plain_int};
 
 /// What `rselectors/_select.py` hands over at import: its two steps.
 struct Steps {
-    through: Py<PyAny>,
+    after_select: Py<PyAny>,
     ready_keys: Py<PyAny>,
 }
 
@@ -29,14 +30,14 @@ fn steps(py: Python<'_>) -> PyResult<&Steps> {
     })
 }
 
-/// `_rselectors._set_select_steps(select_through, ready_keys)`.
+/// `_rselectors._set_select_steps(after_select, ready_keys)`.
 #[pyfunction]
-pub(crate) fn _set_select_steps(through: Bound<'_, PyAny>, ready_keys: Bound<'_, PyAny>) {
-    let py = through.py();
+pub(crate) fn _set_select_steps(after_select: Bound<'_, PyAny>, ready_keys: Bound<'_, PyAny>) {
+    let py = after_select.py();
     let _ = STEPS.set(
         py,
         Steps {
-            through: through.unbind(),
+            after_select: after_select.unbind(),
             ready_keys: ready_keys.unbind(),
         },
     );
@@ -132,6 +133,9 @@ impl SelectorBase {
         Self::select_through_replaced(slf, sets, timeout).map(Some)
     }
 
+    /// `timeout = None if timeout is None else max(timeout, 0)`, then `r, w, _ =
+    /// self._select(self._readers, self._writers, [], timeout)` (`except InterruptedError:
+    /// return ready`), and the rest of the stdlib's `select()` on what it returned.
     #[inline(never)]
     fn select_through_replaced<'py>(
         slf: &Bound<'py, Self>,
@@ -139,17 +143,30 @@ impl SelectorBase {
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
         let py = slf.py();
+        let timeout = match timeout {
+            None => None,
+            // `max(timeout, 0)` keeps `timeout` unless `0 > timeout`.
+            Some(t) => {
+                let zero = 0i32.into_pyobject(py)?.into_any();
+                Some(if zero.gt(t)? { zero } else { t.clone() })
+            }
+        };
         let args = (
-            slf,
             sets.readers.bind(py),
             sets.writers.bind(py),
+            PyList::empty(py),
             timeout,
-            key_get(slf)?,
         );
-        Ok(steps(py)?
-            .through
-            .bind(py)
-            .call1(args)?
+        let result = match slf.call_method1(intern!(py, "_select"), args) {
+            Err(err) if err.is_instance_of::<PyInterruptedError>(py) => {
+                return Ok(PyList::empty(py))
+            }
+            other => other?,
+        };
+        // `r, w, _ = ...` and the ready keys, as selectors.py writes them.
+        let after = steps(py)?.after_select.bind(py);
+        Ok(after
+            .call1((slf, result, key_get(slf)?))?
             .cast_into::<PyList>()?)
     }
 
