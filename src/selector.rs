@@ -60,13 +60,22 @@ impl<B: Backend, K> Selector<B, K> {
         self.keys.remove(fd)
     }
 
-    /// Removes the key and the OS registration. The OS may have forgotten the fd already
-    /// (it was closed): that error is ignored, as the stdlib ignores it. (The errors the
-    /// stdlib lets through, the binding tells apart beforehand: `os_pop`.)
-    pub fn unregister(&mut self, fd: u64) -> Option<K> {
+    /// Removes the key and the OS registration: the key, and whether the OS let go of a
+    /// registration it held. It may have forgotten the fd already (it was closed), which the
+    /// stdlib ignores for epoll and kqueue; `select.poll` raises KeyError for an fd it does
+    /// not hold (a callback took it between the key and the OS step), which the binding
+    /// raises (`os_refused`).
+    pub fn unregister(&mut self, fd: u64) -> Option<(K, bool)> {
         let key = self.keys.remove(fd)?;
-        let _ = self.backend.remove(fd);
-        Some(key)
+        let held = self.backend.remove(fd).is_ok();
+        Some((key, held))
+    }
+
+    /// Stops watching `fd` for `events` and keeps the rest (SelectSelector's discard from
+    /// one of its sets, which cannot fail).
+    pub fn unwatch(&mut self, fd: u64, events: u8) {
+        let left = self.backend.interest(fd).unwrap_or(0) & !events;
+        let _ = self.backend.modify(fd, left);
     }
 
     /// `self._fd_to_key[fd] = key`: replaces the key of `fd` in place, or adds it when a
@@ -81,11 +90,6 @@ impl<B: Backend, K> Selector<B, K> {
                 None
             }
         }
-    }
-
-    /// What the OS watches `fd` for, where the mechanism keeps that in user space (select).
-    pub fn interest(&self, fd: u64) -> Option<u8> {
-        self.backend.interest(fd)
     }
 
     /// The OS handle (`epoll` fd), when the mechanism has one: an error once closed.
@@ -316,7 +320,7 @@ mod tests {
         let afd = a.as_raw_fd() as u64;
         register(&mut sel, afd, READ, "a").unwrap();
         drop(a);
-        assert_eq!(sel.unregister(afd), Some("a"));
+        assert_eq!(sel.unregister(afd), Some(("a", false)), "the OS forgot it");
         assert_eq!(sel.unregister(afd), None);
     }
 
@@ -327,7 +331,7 @@ mod tests {
         let mut sel = Selector::new(Epoll::new().unwrap());
         register(&mut sel, fd, READ, "old").unwrap();
         assert_eq!(sel.store_key(fd, "new"), Some("old"));
-        assert_eq!(sel.unregister(fd), Some("new"));
+        assert_eq!(sel.unregister(fd), Some(("new", true)));
         // A callback unregistered it meanwhile: stored back, as a dict store does.
         assert_eq!(sel.store_key(fd, "back"), None);
         assert_eq!(sel.keys().get(fd), Some(&"back"));

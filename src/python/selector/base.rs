@@ -49,10 +49,6 @@ pub struct SelectorBase {
     pub(super) closed: AtomicBool,
     /// SelectSelector's `_readers` and `_writers` (`select_sets.rs`); None for the others.
     pub(super) sets: Option<SelectSets>,
-    /// Set once a key may be in the table without its poll() registration (user code run
-    /// between the two, a key stored back by modify(), an undo that failed): from then on
-    /// unregister() asks poll() whether it holds the fd (`os_refused`).
-    pub(super) maybe_unwatched: AtomicBool,
 }
 
 impl SelectorBase {
@@ -72,7 +68,6 @@ impl SelectorBase {
             bool_fds: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sets,
-            maybe_unwatched: AtomicBool::new(false),
         })
     }
 

@@ -57,14 +57,22 @@ impl SelectorBase {
     }
 
     /// Unregister's first step, under the lock: the key goes, and with the core backend its
-    /// OS registration too. A replaced poller is told in `os_unwatch`, after the steps the
-    /// stdlib takes before it.
-    pub(super) fn os_pop(&self, state: &mut OwnedGuard<'_, State>, fd: u64) -> Option<Entry> {
+    /// OS registration too; and whether the OS object lacked the fd where its `unregister`
+    /// raises for that (`os_refused`). A replaced poller is told in `os_unwatch`, after the
+    /// steps the stdlib takes before it.
+    pub(super) fn os_pop(
+        &self,
+        state: &mut OwnedGuard<'_, State>,
+        fd: u64,
+    ) -> Option<(Entry, bool)> {
         match self.poller.get() {
             // SelectSelector's sets are emptied afterwards, as the stdlib's (`select_steps.rs`).
-            None if self.class.steps == OsSteps::Sets => state.core.undo(fd),
-            None => state.core.unregister(fd),
-            Some(_) => state.core.undo(fd),
+            None if self.class.steps == OsSteps::Sets => state.core.undo(fd).map(|e| (e, false)),
+            None => {
+                let (entry, held) = state.core.unregister(fd)?;
+                Some((entry, !held && self.class.unregister_raises_for_lacking_fd))
+            }
+            Some(_) => state.core.undo(fd).map(|e| (e, false)),
         }
     }
 

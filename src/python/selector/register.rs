@@ -194,8 +194,6 @@ impl SelectorBase {
             }
             return Ok(Ok(()));
         }
-        // User code run by `events & ...` sees the key before its OS registration.
-        self.maybe_unwatched.store(true, Ordering::Relaxed);
         let interest = interest_of(events)?;
         let watched =
             warn_if_bool_fd(fd_obj).and_then(|()| self.os_watch(fd_obj, fd, interest, OsStep::Add));
@@ -272,11 +270,7 @@ impl SelectorBase {
             }
             None => return Ok(None),
         }
-        // (poll() not holding the fd: `os_refused`.)
-        let poll_lacks = self.class.unregister_raises_for_lacking_fd
-            && self.maybe_unwatched.load(Ordering::Relaxed)
-            && state.core.interest(fd).is_none();
-        Ok(self.os_pop(&mut state, fd).map(|entry| (entry, poll_lacks)))
+        Ok(self.os_pop(&mut state, fd))
     }
 
     /// The dict's comparison of the fd object stored under `fd` with `fd_obj` (an int
@@ -354,8 +348,6 @@ impl SelectorBase {
         match while_handling(py, &err, || self.take_back(fileobj)) {
             Ok(()) => err,
             Err(raised) => {
-                // The key may stay, its OS registration refused.
-                self.maybe_unwatched.store(true, Ordering::Relaxed);
                 chain_handled(py, &raised, err);
                 raised
             }
@@ -371,11 +363,8 @@ impl SelectorBase {
         key: Py<PyTuple>,
     ) -> PyResult<()> {
         hash_as_dict_key(fd_obj)?;
+        // Stored back after a callback unregistered the fd, it has no OS registration.
         let old = self.lock()?.core.store_key(fd, Entry::new(key));
-        if old.is_none() {
-            // Stored back after a callback unregistered the fd: no OS registration.
-            self.maybe_unwatched.store(true, Ordering::Relaxed);
-        }
         drop(old);
         Ok(())
     }

@@ -95,10 +95,7 @@ impl SelectorBase {
                     sets.note_keyless();
                     return Err(err);
                 }
-                let mut state = self.lock()?;
-                let left = state.core.interest(fd).unwrap_or(0) & !bit;
-                // A select() set (an interest of 0 drops the fd): cannot fail.
-                let _ = state.core.modify_interest(fd, left);
+                self.lock()?.core.unwatch(fd, bit);
             }
         }
         Ok(())
