@@ -85,11 +85,11 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
         }
         return Ok((fd.clone(), fd.extract::<u64>().ok()));
     }
-    let num = match fd.extract::<i64>() {
-        Ok(n) if n >= 0 => Some(n as u64),
-        Ok(_) => return Err(invalid_fd(&fd)),
-        Err(_) if fd.lt(0)? => return Err(invalid_fd(&fd)),
-        Err(_) => fd.extract::<u64>().ok(),
+    let num = match plain_int_value(&fd) {
+        Some(n) if n >= 0 => Some(n as u64),
+        Some(_) => return Err(invalid_fd(&fd)),
+        None if fd.lt(0)? => return Err(invalid_fd(&fd)),
+        None => fd.extract::<u64>().ok(),
     };
     Ok((fd, num))
 }
@@ -97,6 +97,21 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
 /// An `int` or `bool` itself, whose comparisons and hash run no Python code.
 pub fn is_plain_int(obj: &Bound<'_, PyAny>) -> bool {
     obj.is_exact_instance_of::<PyInt>() || obj.is_exact_instance_of::<PyBool>()
+}
+
+/// The value of a plain int (`is_plain_int`, which the caller checked) that fits in a C
+/// `long`; None beyond. Raises nothing (an exception object is an allocation, which could
+/// start the garbage collector under the selector's lock).
+#[inline]
+pub fn plain_int_value(obj: &Bound<'_, PyAny>) -> Option<i64> {
+    debug_assert!(is_plain_int(obj));
+    let mut overflow = 0;
+    // SAFETY: `obj` is an int, for which PyLong_AsLongAndOverflow reports a value out of
+    // range through `overflow` and sets no exception.
+    let value = unsafe { pyo3::ffi::PyLong_AsLongAndOverflow(obj.as_ptr(), &mut overflow) };
+    // A C long is 32 bits on some platforms.
+    #[allow(clippy::useless_conversion)]
+    (overflow == 0).then_some(i64::from(value))
 }
 
 /// Whether a dict holding `stored` finds it again when looked up with `fd_obj` (same hash
