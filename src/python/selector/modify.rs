@@ -85,7 +85,8 @@ impl SelectorBase {
     /// `_PollLikeSelector.modify` in one lock hold, for the common case where it needs no
     /// Python code: `events` and `data` compare with the key's natively, and the fd is no
     /// bool (3.13 warns about those). None, with nothing done, when the general path must
-    /// run (an odd argument, a replaced `_selector_cls`, an fd not registered).
+    /// run (an odd argument, a replaced `_selector_cls`); an fd not registered is the
+    /// stdlib's KeyError.
     pub(super) fn modify_natively(
         &self,
         py: Python<'_>,
@@ -102,7 +103,10 @@ impl SelectorBase {
         let blank = BlankKey::new(py)?;
         let mut state = self.lock()?;
         let Some(entry) = state.core.keys().get(fd) else {
-            return Ok(None);
+            // Not registered: the stdlib's KeyError, decided under the lock (the general path
+            // would look again, and could find a key another thread registered meanwhile).
+            drop(state);
+            return Err(Self::not_registered(fileobj, Some(Self::missing(fd_obj))));
         };
         let key = entry.key.bind(py).clone();
         let [old_fileobj, old_fd, old_events, old_data] = [0, 1, 2, 3].map(|i| entry.field(py, i));
