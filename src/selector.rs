@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::backend::{Backend, Error, Wait};
 use crate::sys::{is_interrupted, SharpTimers};
 use crate::table::KeyTable;
-use crate::timeout::{self, Deadline, Remaining, Timeout};
+use crate::timeout::{Deadline, Remaining, Timeout, Timing};
 
 pub struct Selector<B, K> {
     keys: KeyTable<K>,
@@ -200,10 +200,10 @@ pub enum WaitFailed<E> {
 /// system call (the binding runs it without the GIL); after EINTR `interrupted()` runs the
 /// signal handlers (an error stops the wait), then, unless the time is up, `call` is made
 /// again for what is left of `timeout`, rounded up to milliseconds where `retry_in_millis`
-/// (`timeout::poll_like_retry`). The retry is on the selector's own handle, as the stdlib's:
+/// (`Timing::poll_like_retry`). The retry is on the selector's own handle, as the stdlib's:
 /// if a handler closed it (a SIGTERM handler calling close()), the retry fails with EBADF,
 /// though this wait still holds the fd open. A call of up to 10 ms runs with the thread's
-/// timer slack lowered and put back before anything else runs (`timeout::sharpens`,
+/// timer slack lowered and put back before anything else runs (`Timing::sharpens`,
 /// `SharpTimers`), for what is left of the deadline after those system calls; such a wait
 /// first looks, with a zero timeout made here, so that one that finds an fd ready at once
 /// makes no more system calls than `select(0)`. `Ok(true)`: the call (or the look) returned
@@ -211,6 +211,7 @@ pub enum WaitFailed<E> {
 pub fn wait_with_retries<W: Wait, E>(
     wait: &mut W,
     timeout: Timeout,
+    timing: Timing,
     retry_in_millis: bool,
     mut call: impl FnMut(&mut W, Timeout) -> io::Result<()>,
     mut interrupted: impl FnMut() -> Result<(), E>,
@@ -218,13 +219,13 @@ pub fn wait_with_retries<W: Wait, E>(
     let deadline = Deadline::after(timeout);
     let mut left = timeout;
     // An error of the look's is left for the wait to meet and report.
-    if timeout::sharpens(timeout) && wait.wait(Some(Duration::ZERO)).is_ok() && wait.found_any() {
+    if timing.sharpens(timeout) && wait.wait(Some(Duration::ZERO)).is_ok() && wait.found_any() {
         return Ok(true);
     }
     let mut first = true;
     loop {
         let called = {
-            let short = timeout::sharpens(left);
+            let short = timing.sharpens(left);
             let _sharp = short.then(SharpTimers::begin).flatten();
             if short {
                 // The look and the slack's system calls took some of the wait's time. The
@@ -249,7 +250,7 @@ pub fn wait_with_retries<W: Wait, E>(
                 interrupted().map_err(WaitFailed::Stopped)?;
                 left = match deadline.remaining() {
                     Remaining::Forever => None,
-                    Remaining::Left(d) if retry_in_millis => Some(timeout::poll_like_retry(d)),
+                    Remaining::Left(d) if retry_in_millis => Some(timing.poll_like_retry(d)),
                     Remaining::Left(d) => Some(d),
                     Remaining::Expired => return Ok(false),
                 };
@@ -419,6 +420,7 @@ mod tests {
             let called = wait_with_retries(
                 &mut NoWait::default(),
                 Some(timeout),
+                Timing::now(),
                 false,
                 |_, _| {
                     seen.push(get());
@@ -435,6 +437,7 @@ mod tests {
         let stopped = wait_with_retries(
             &mut NoWait::default(),
             Some(us(5_000)),
+            Timing::now(),
             true,
             |_, left| {
                 calls.push((get(), left));
@@ -464,6 +467,7 @@ mod tests {
             wait_with_retries(
                 &mut NoWait::default(),
                 timeout,
+                Timing::now(),
                 true,
                 |_, _| {
                     assert_eq!(get(), 77_777);
@@ -488,6 +492,7 @@ mod tests {
             let waited = wait_with_retries(
                 &mut wait,
                 Some(Duration::from_micros(timeout)),
+                Timing::now(),
                 true,
                 |_, _| {
                     called += 1;
@@ -507,6 +512,7 @@ mod tests {
         let waited = wait_with_retries(
             &mut wait,
             None,
+            Timing::now(),
             false,
             |wait, _| {
                 calls += 1;

@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyFloat, PyInt};
 
-use crate::timeout::{self, Timeout};
+use crate::timeout::{self, Timeout, Timing};
 
 /// The timeout rules of one stdlib class: which arithmetic its `select()` makes, and which
 /// C wait converts the result.
@@ -41,6 +41,7 @@ impl Timeouts {
     pub fn parse(
         self,
         timeout: Option<&Bound<'_, PyAny>>,
+        timing: Timing,
         closed: &dyn Fn() -> PyResult<()>,
     ) -> PyResult<Timeout> {
         let Some(t) = timeout else {
@@ -58,25 +59,28 @@ impl Timeouts {
                 return Ok(Some(Duration::ZERO));
             }
             let is_int = t.is_exact_instance_of::<PyInt>();
-            if let Ok(d) = self.plain_seconds(secs, is_int) {
+            if let Ok(d) = self.plain_seconds(secs, is_int, timing) {
                 return Ok(Some(d));
             }
         }
         match self {
-            Timeouts::Poll | Timeouts::Epoll => self.parse_poll_like(t, closed),
+            Timeouts::Poll | Timeouts::Epoll => self.parse_poll_like(t, timing, closed),
             Timeouts::Select | Timeouts::Kqueue => self.parse_select_like(t, closed),
         }
     }
 
     /// The wait for a plain float or int of `secs` seconds (> 0): the class's arithmetic
     /// and its C wait's conversion, natively.
-    fn plain_seconds(self, secs: f64, is_int: bool) -> Result<Duration, timeout::TimeoutError> {
+    fn plain_seconds(
+        self,
+        secs: f64,
+        is_int: bool,
+        timing: Timing,
+    ) -> Result<Duration, timeout::TimeoutError> {
         match self {
-            Timeouts::Poll => {
-                timeout::poll_millis(secs).map(|ms| timeout::poll_like_wait(secs, ms))
-            }
+            Timeouts::Poll => timeout::poll_millis(secs).map(|ms| timing.poll_like_wait(secs, ms)),
             Timeouts::Epoll => {
-                timeout::epoll_millis(secs).map(|ms| timeout::poll_like_wait(secs, ms))
+                timeout::epoll_millis(secs).map(|ms| timing.poll_like_wait(secs, ms))
             }
             Timeouts::Select | Timeouts::Kqueue if is_int => {
                 timeout::select_whole_seconds(secs as i64)
@@ -106,6 +110,7 @@ impl Timeouts {
     fn parse_poll_like(
         self,
         t: &Bound<'_, PyAny>,
+        timing: Timing,
         closed: &dyn Fn() -> PyResult<()>,
     ) -> PyResult<Timeout> {
         let py = t.py();
@@ -113,7 +118,7 @@ impl Timeouts {
             return Ok(Some(Duration::ZERO));
         }
         let precise = |ms: Duration| match t.cast::<PyFloat>() {
-            Ok(f) => timeout::poll_like_wait(f.value(), ms),
+            Ok(f) => timing.poll_like_wait(f.value(), ms),
             Err(_) => ms,
         };
         let mut value = math_ceil(py)?.call1((t.mul(1e3)?,))?;

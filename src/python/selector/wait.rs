@@ -16,6 +16,7 @@ use crate::backend::{AnyWait, Wait};
 use crate::python::errors::{backend_error, os_error};
 use crate::python::fd::warn_if_bool_fd;
 use crate::selector::{wait_with_retries, Look, WaitFailed};
+use crate::timeout::Timing;
 
 impl SelectorBase {
     /// `select(timeout)`.
@@ -32,21 +33,29 @@ impl SelectorBase {
         if let Some(list) = Self::select_through(slf, timeout)? {
             return Ok(list);
         }
-        let timeout = match timeout {
-            // `select(0)`, the hot call: CPython's one cached int 0 needs no parsing.
-            Some(t) if is_cached_zero(t) => Some(Duration::ZERO),
-            _ => {
-                let closed = || this.check_handle_open();
-                this.class.timeouts.parse(timeout, &closed)?
-            }
-        };
-        if this.class.steps == OsSteps::Sets && this.bool_fds.load(Ordering::Relaxed) > 0 {
-            // select.select() converts every fd it is given; a bool one warns (3.13+).
-            warn_if_bool_fd(&PyBool::new(py, true))?;
+        // `select(0)`, the hot call: CPython's one cached int 0 needs no parsing.
+        if timeout.is_some_and(is_cached_zero) {
+            return Self::select_now(slf);
         }
+        Self::select_timeout(slf, timeout)
+    }
+
+    /// `select(timeout)` of any other timeout: read as the class reads it, then a look or a
+    /// wait.
+    #[inline(never)]
+    fn select_timeout<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let this = slf.get();
+        let timing = Timing::now();
+        let closed = || this.check_handle_open();
+        let timeout = this.class.timeouts.parse(timeout, timing, &closed)?;
         if timeout == Some(Duration::ZERO) {
             return Self::select_now(slf);
         }
+        this.warn_if_bool_fds(py)?;
         // The error becomes a Python exception only once the lock is released.
         let begun = this.lock()?.core.begin_wait();
         let mut wait = begun.map_err(|err| this.wait_error(py, err))?;
@@ -54,7 +63,9 @@ impl SelectorBase {
         // Other threads run while this one waits (a zero timeout went to select_now).
         let call = |wait: &mut AnyWait, left| py.detach(|| wait.wait(left));
         let in_millis = this.class.timeouts.retries_in_millis();
-        let waited = wait_with_retries(&mut wait, timeout, in_millis, call, || py.check_signals());
+        let waited = wait_with_retries(&mut wait, timeout, timing, in_millis, call, || {
+            py.check_signals()
+        });
         let outcome = waited.map_err(|failed| match failed {
             WaitFailed::Os(err) => os_error(&err),
             WaitFailed::Stopped(err) => err,
@@ -87,6 +98,7 @@ impl SelectorBase {
     pub(super) fn select_now<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
         let py = slf.py();
         let this = slf.get();
+        this.warn_if_bool_fds(py)?;
         let select = this.sets.is_some();
         if select && this.needs_every_ready_fd() {
             return Self::select_now_in_set_order(slf);
@@ -141,6 +153,15 @@ impl SelectorBase {
             Ordered::Native(mut ready) => slf.get().ready_list(slf.py(), &mut ready),
             Ordered::Done(list) => Ok(list),
         }
+    }
+
+    /// select.select() converts every fd it is given; a bool one warns (3.13+).
+    #[inline]
+    fn warn_if_bool_fds(&self, py: Python<'_>) -> PyResult<()> {
+        if self.class.steps == OsSteps::Sets && self.bool_fds.load(Ordering::Relaxed) > 0 {
+            warn_if_bool_fd(&PyBool::new(py, true))?;
+        }
+        Ok(())
     }
 
     /// The error of a wait that could not start. A SelectSelector holding an fd `select()`
