@@ -7,7 +7,8 @@ stdlib's sets and dict call. Plain fds never come here.
 
 import sys
 
-from ._rselectors import EVENT_READ, EVENT_WRITE
+# The package has them from _rselectors before it imports this module.
+from . import EVENT_READ, EVENT_WRITE
 
 
 def after_select(selector, result, key_get):
