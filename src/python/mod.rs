@@ -2,15 +2,15 @@
 //! core. `selector/` holds the selector classes, `mapping.rs` the `get_map()` view, `key.rs`
 //! `SelectorKey`; `fd.rs`, `events.rs`, `timeout_arg.rs` read arguments as the stdlib reads
 //! them (`timeout_arg.rs` per class), `errors.rs` turns core errors into its exceptions and
-//! `exclusive.rs` has the EPOLLEXCLUSIVE switch's functions.
+//! `switches.rs` has the process-wide switches' functions.
 
 mod errors;
 mod events;
-mod exclusive;
 mod fd;
 mod key;
 mod mapping;
 mod selector;
+mod switches;
 mod timeout_arg;
 
 use pyo3::prelude::*;
@@ -23,22 +23,6 @@ use selector::KqueueSelector;
 #[cfg(unix)]
 use selector::PollSelector;
 use selector::{SelectSelector, SelectorBase};
-
-/// Whether Poll and Epoll waits round their timeout up to whole milliseconds, as the
-/// stdlib's do (True), or keep it to the microsecond and finer (False, the default).
-#[pyfunction]
-fn millisecond_timeouts() -> bool {
-    crate::timeout::millisecond_timeouts()
-}
-
-/// Sets what `millisecond_timeouts()` answers, for every selector of the process, from
-/// its next wait on; returns the previous setting.
-#[pyfunction]
-fn set_millisecond_timeouts(enabled: bool) -> bool {
-    let before = crate::timeout::millisecond_timeouts();
-    crate::timeout::set_millisecond_timeouts(enabled);
-    before
-}
 
 /// Test hook (epoll builds): `(state, simulated_failures)`, where state is what the calls of
 /// `epoll_pwait2` so far found ("unknown", "works", "missing"). With `simulate_errno`, first
@@ -94,17 +78,11 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PollSelector>()?;
     m.add_class::<SelectSelector>()?;
     m.add_class::<SelectorMapping>()?;
-    m.add_function(wrap_pyfunction!(millisecond_timeouts, m)?)?;
-    m.add_function(wrap_pyfunction!(set_millisecond_timeouts, m)?)?;
     #[cfg(epoll)]
     m.add_function(wrap_pyfunction!(_epoll_pwait2, m)?)?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     m.add_function(wrap_pyfunction!(_timer_slack, m)?)?;
-    exclusive::add_to(m)?;
-    // Read once, at import: the switch for a program that cannot be changed.
-    if std::env::var_os("RSELECTORS_MS_TIMEOUTS").is_some_and(|v| !v.is_empty() && v != "0") {
-        crate::timeout::set_millisecond_timeouts(true);
-    }
+    switches::add_to(m)?;
     if m.py().version_info() >= (3, 13) {
         // Removed from selectors.py in 3.13 (gh-106554).
         m.getattr("_Selector")?.delattr("_key_from_fd")?;
