@@ -207,12 +207,13 @@ def test_get_map_mutation_during_iteration(differ, op):
     differ(scenario)
 
 
-def test_get_map_true_fd(differ):
+def test_get_map_true_fd(differ, kind):
     """True registered as fd 1 (no syscall on Poll/Select): stored and iterated as True."""
+    if kind == "Epoll":
+        pytest.skip("epoll refuses fd 1 when it is a regular file, as pytest's capture makes "
+                    "it: test_bool_fd_epoll_with_fd1_socket makes fd 1 a socket for Epoll")
 
     def scenario(side):
-        if side.kind == "Epoll":
-            return  # covered by test_bool_fd_epoll_with_fd1_socket
         sel = side.selector()
         a, _ = side.socketpair()
         side.rec("register True", sel.register, True, R, "t")
