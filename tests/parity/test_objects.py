@@ -15,15 +15,6 @@ from support.kinds import selector_class
 
 from support.differential import Data, rec_map, rec_select
 
-MATCH_KEY_SOURCE = """
-match k:
-    case K(fileobj=fo, fd=f, events=e, data=dd):
-        found["keyword"] = (fo, f, e, dd)
-match k:
-    case K(a, b, c, dd):
-        found["positional"] = (a, b, c, dd)
-"""
-
 R, W, RW = 1, 2, 3
 
 
@@ -373,14 +364,17 @@ def test_selector_key(differential):
         side.check("_asdict type", type(k._asdict()).__name__)
         side.check("_make", K._make([1, 2, 3, 4]))
         side.check("_make type", type(K._make([1, 2, 3, 4])) is K)
-        if sys.version_info >= (3, 10):
-            side.check("__match_args__", K.__match_args__)
-            # `match` is a syntax error before 3.10, so the statement is compiled here.
-            found = {}
-            exec(MATCH_KEY_SOURCE, {"k": k, "K": K, "found": found})
-            side.check("match keyword", found["keyword"][:3] + (found["keyword"][3] is data,))
-            side.check("match positional",
-                       found["positional"][:3] + (found["positional"][3] is data,))
+        side.check("__match_args__", K.__match_args__)
+        found = {}
+        match k:
+            case K(fileobj=fo, fd=f, events=e, data=dd):
+                found["keyword"] = (fo, f, e, dd)
+        match k:
+            case K(fo, f, e, dd):
+                found["positional"] = (fo, f, e, dd)
+        side.check("match keyword", found["keyword"][:3] + (found["keyword"][3] is data,))
+        side.check("match positional",
+                   found["positional"][:3] + (found["positional"][3] is data,))
         side.rec("setattr field", _ro_set, k)
         side.rec("setattr other", setattr, k, "other", 1)
         side.check("count/index", (k.count(5), k.index(1)))

@@ -1,8 +1,5 @@
-"""rselectors.new_event_loop(), rselectors.run() and rselectors.EventLoopPolicy.
-
-``run()`` is tested twice: through ``asyncio.Runner`` (3.11+) and through the
-fallback used on 3.9/3.10 (forced here by hiding ``asyncio.Runner``), with the
-same expectations, which are ``asyncio.run()``'s.
+"""rselectors.new_event_loop(), rselectors.run() and rselectors.EventLoopPolicy: ``run()`` is
+expected to do what ``asyncio.run()`` does, on an rselectors loop.
 """
 
 import asyncio
@@ -18,15 +15,6 @@ import rselectors
 
 def _selector_module(loop):
     return type(loop._selector).__module__
-
-
-@pytest.fixture(params=["runner", "fallback"])
-def run_impl(request, monkeypatch):
-    if request.param == "fallback":
-        monkeypatch.delattr(asyncio, "Runner", raising=False)
-    elif not hasattr(asyncio, "Runner"):
-        pytest.skip("asyncio.Runner needs Python 3.11+")
-    return request.param
 
 
 def test_import_does_not_import_asyncio():
@@ -143,7 +131,7 @@ def test_new_event_loop_is_not_set_as_current():
     assert policy._local._loop is before
 
 
-def test_run_returns_result_on_rselectors(run_impl):
+def test_run_returns_result_on_rselectors():
     seen = {}
 
     async def main(x):
@@ -162,14 +150,14 @@ def test_run_returns_result_on_rselectors(run_impl):
 
 
 @pytest.mark.parametrize("debug", [True, False])
-def test_run_debug(run_impl, debug):
+def test_run_debug(debug):
     async def main():
         return asyncio.get_running_loop().get_debug()
 
     assert rselectors.run(main(), debug=debug) is debug
 
 
-def test_run_propagates_exceptions(run_impl):
+def test_run_propagates_exceptions():
     class Boom(Exception):
         pass
 
@@ -181,21 +169,16 @@ def test_run_propagates_exceptions(run_impl):
         rselectors.run(main())
 
 
-def test_run_rejects_non_coroutines(run_impl):
+def test_run_rejects_non_coroutines():
     with pytest.raises(Exception) as ours:
         rselectors.run(asyncio.sleep)
-    if run_impl == "runner":
-        # What the running version's own asyncio.run() raises (3.14 changed it to TypeError).
-        with pytest.raises(Exception) as stdlib:
-            asyncio.run(asyncio.sleep)
-        expected = (type(stdlib.value), str(stdlib.value))
-    else:
-        # The fallback is asyncio.run() of 3.9 and 3.10, which have no Runner.
-        expected = (ValueError, "a coroutine was expected, got %r" % (asyncio.sleep,))
-    assert (type(ours.value), str(ours.value)) == expected
+    # What the running version's own asyncio.run() raises (3.14 changed it to TypeError).
+    with pytest.raises(Exception) as stdlib:
+        asyncio.run(asyncio.sleep)
+    assert (type(ours.value), str(ours.value)) == (type(stdlib.value), str(stdlib.value))
 
 
-def test_run_refuses_a_running_loop(run_impl):
+def test_run_refuses_a_running_loop():
     async def inner():
         return 1
 
@@ -214,7 +197,7 @@ def test_run_refuses_a_running_loop(run_impl):
         gc.collect()
 
 
-def test_run_cleans_up_like_asyncio_run(run_impl):
+def test_run_cleans_up_like_asyncio_run():
     state = {"cancelled": False, "agen_closed": False, "executor_done": False}
 
     async def forever():
@@ -254,7 +237,7 @@ def test_run_cleans_up_like_asyncio_run(run_impl):
     assert state["loop"].is_closed()
 
 
-def test_run_loop_factory(run_impl):
+def test_run_loop_factory():
     made = []
 
     def factory():
@@ -274,7 +257,7 @@ def test_run_loop_factory(run_impl):
     assert rselectors.run(which(), loop_factory=asyncio.new_event_loop) == "selectors"
 
 
-def test_run_twice_in_a_row(run_impl):
+def test_run_twice_in_a_row():
     async def main(i):
         await asyncio.sleep(0.001)
         return i
@@ -282,7 +265,7 @@ def test_run_twice_in_a_row(run_impl):
     assert [rselectors.run(main(i)) for i in range(3)] == [0, 1, 2]
 
 
-def test_run_subprocess_and_streams(run_impl):
+def test_run_subprocess_and_streams():
     async def main():
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", "print(input().upper())",

@@ -276,8 +276,6 @@ def test_uncaught_exception_in_module(tmp_path):
 
 def test_syntax_error_like_python(tmp_path):
     script = tmp_path / "prog.py"
-    # (Not an unexpected-EOF error: for those Python 3.9's file parser
-    # reports a different line than compile() does.)
     script.write_text("def f(:\n    pass\n")
     ours = run_rselectors([str(script)], tmp_path)
     plain = run_python([str(script)], tmp_path)

@@ -11,14 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-if sys.version_info >= (3, 11):
-    from typing import assert_type
-else:
-    from typing_extensions import assert_type
+from typing import TYPE_CHECKING, Any, assert_type
 
 import rselectors as selectors
 
