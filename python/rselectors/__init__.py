@@ -20,6 +20,9 @@ from ._rselectors import EVENT_READ, EVENT_WRITE
 # Poll and Epoll waits keep sub-millisecond timeouts; True restores the stdlib's round-up to
 # whole milliseconds (as RSELECTORS_MS_TIMEOUTS=1 does at import). README: Known differences.
 from ._rselectors import millisecond_timeouts, set_millisecond_timeouts
+# Epoll registrations of listening sockets with EPOLLEXCLUSIVE, for prefork servers (as
+# RSELECTORS_EXCLUSIVE_ACCEPT=1 does at import; README: Prefork servers).
+from ._rselectors import exclusive_accept, set_exclusive_accept
 
 # EventLoopPolicy is left out so that `from rselectors import *` does not import asyncio.
 __all__ = [
@@ -180,6 +183,18 @@ if hasattr(_rselectors, "EpollSelector") and hasattr(select, "epoll"):  # Linux
 
         def __reduce_ex__(self, protocol):
             raise TypeError("cannot pickle 'select.epoll' object")
+
+        def register_exclusive(self, fileobj, events, data=None):
+            """Register a file object as register() does, with EPOLLEXCLUSIVE (Linux 4.5+).
+
+            Of the processes waiting on the fd, each in its own epoll set with the flag,
+            one is woken per event instead of all: for a listening socket shared by
+            prefork workers. The flag stays through modify(). Where the kernel or the fd
+            (an epoll fd) refuses it, the registration is a plain one.
+            """
+            key = _rselectors.EpollSelector.register(self, fileobj, events, data)
+            self._make_exclusive(fileobj, key.fd, events)
+            return key
 
     __all__.append("EpollSelector")
 

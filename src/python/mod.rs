@@ -5,6 +5,7 @@
 
 mod errors;
 mod events;
+mod exclusive;
 mod fd;
 mod key;
 mod mapping;
@@ -95,6 +96,7 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_epoll_pwait2, m)?)?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     m.add_function(wrap_pyfunction!(_timer_slack, m)?)?;
+    exclusive::add_to(m)?;
     // Read once, at import: the switch for a program that cannot be changed.
     if std::env::var_os("RSELECTORS_MS_TIMEOUTS").is_some_and(|v| !v.is_empty() && v != "0") {
         crate::timeout::set_millisecond_timeouts(true);

@@ -117,7 +117,7 @@ def test_mypy_strict_sample_rejects_misuse(tmp_path, cache_dir):
     expected = sorted(("sample_no_ignores.py", i + 1, m.group(1))
                       for i, line in enumerate(source.splitlines())
                       for m in [re.search(r"# type: ignore\[([a-z-]+)\]", line)] if m)
-    assert len(expected) == 4
+    assert len(expected) == 6
     assert parse_errors(proc.stdout) == expected, proc.stdout
 
 

@@ -4,7 +4,11 @@
 use pyo3::prelude::*;
 
 use super::base::SelectorBase;
+#[cfg(epoll)]
+use crate::backend::epoll::EXCLUSIVE;
 use crate::backend::Kind;
+#[cfg(epoll)]
+use crate::python::{errors::backend_error, events::interest_of};
 
 macro_rules! selector_class {
     ($name:ident, $py_name:literal, $kind:expr, $doc:literal $(, $extra:item)*) => {
@@ -33,6 +37,25 @@ selector_class!(
     /// The epoll fd.
     fn fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         slf.as_super().get().os_fileno(slf.py())
+    },
+    /// `register_exclusive`'s second step (`python/rselectors/__init__.py`): the
+    /// registration `register` just made for `fd` gets `EPOLLEXCLUSIVE` (the kernel takes it
+    /// only in a new registration: deleted and added again). If that fails, the key goes
+    /// and the error is raised, as after a refused registration. A replaced `_selector_cls`
+    /// keeps its plain one.
+    fn _make_exclusive(
+        slf: &Bound<'_, Self>,
+        fileobj: &Bound<'_, PyAny>,
+        fd: u64,
+        events: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let base = slf.as_super().get();
+        if !base.native() {
+            return Ok(());
+        }
+        let interest = interest_of(events)? | EXCLUSIVE;
+        let result = base.lock()?.core.modify_interest(fd, interest);
+        result.map_err(|err| base.undo_register(fileobj, backend_error(err)))
     }
 );
 #[cfg(kqueue)]

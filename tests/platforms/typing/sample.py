@@ -94,6 +94,8 @@ def misuse(sel: selectors.DefaultSelector) -> None:
     sel.select(timeout="1")  # type: ignore[arg-type]
     sel.register(1.5, selectors.EVENT_READ)  # type: ignore[arg-type]
     selectors.EVENT_READ = "r"  # type: ignore[assignment]
+    selectors.PollSelector().register_exclusive(0, 1)  # type: ignore[attr-defined]
+    selectors.set_exclusive_accept("yes")  # type: ignore[arg-type]
 
 
 async def echo_once() -> bytes:
@@ -122,7 +124,15 @@ def main() -> None:
             total += exercise(sel)
     epoll = selectors.EpollSelector()
     assert_type(epoll.fileno(), int)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        exclusive = epoll.register_exclusive(listener, selectors.EVENT_READ, data="accept")
+        assert_type(exclusive, selectors.SelectorKey)
+        assert epoll.get_key(listener) == exclusive
     epoll.close()
+    was_on = selectors.set_exclusive_accept(selectors.exclusive_accept())
+    assert_type(was_on, bool)
     counting = CountingSelector()
     total += exercise(counting)
     counting.close()
