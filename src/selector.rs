@@ -81,7 +81,8 @@ impl<B: Backend, K> Selector<B, K> {
     }
 
     /// Removes the key and the OS registration. The OS may have forgotten the fd already
-    /// (it was closed): that error is ignored, as the stdlib ignores it.
+    /// (it was closed): that error is ignored, as the stdlib ignores it. (The errors the
+    /// stdlib lets through, the binding tells apart beforehand: `os_pop`.)
     pub fn unregister(&mut self, fd: u64) -> Option<K> {
         let key = self.keys.remove(fd)?;
         let _ = self.backend.remove(fd);
@@ -173,17 +174,22 @@ pub fn wait_with_retries<W: Wait, E>(
     if timeout::sharpens(timeout) && wait.wait(Some(Duration::ZERO)).is_ok() && wait.found_any() {
         return Ok(true);
     }
+    let mut first = true;
     loop {
         let called = {
             let short = timeout::sharpens(left);
             let _sharp = short.then(SharpTimers::begin).flatten();
             if short {
-                // The look and the slack's system calls took some of the wait's time.
+                // The look and the slack's system calls took some of the wait's time. The
+                // stdlib's one call is made all the same (an fd select() refuses, a POLLNVAL,
+                // are its answer), with no time left; a retry after EINTR is not.
                 left = match deadline.remaining() {
                     Remaining::Left(d) => Some(d),
+                    _ if first => Some(Duration::ZERO),
                     _ => return Ok(false),
                 };
             }
+            first = false;
             call(wait, left)
         };
         match called {

@@ -89,49 +89,23 @@ _WIN32_SELECT = _stdlib.SelectSelector._select if sys.platform == "win32" else N
 
 
 def _is_native(func):
-    """True for the `select` module's own select/poll/epoll (not a green library's)."""
-    if func is not None and func is _WIN32_SELECT:
-        func = select.select
+    """True for the `select` module's own poll/epoll (not a green library's)."""
     return getattr(func, "__module__", None) == "select"
 
 
-# The bits the Rust side hands `_SelectCall` (POSIX's POLLIN and POLLOUT, the same numbers on
-# every platform; Windows' select module has no poll() and so no names for them).
-_POLLIN = getattr(select, "POLLIN", 1)
-_POLLOUT = getattr(select, "POLLOUT", 4)
+# A SelectSelector whose `_select` is replaced (gevent and eventlet put their cooperative
+# select() there; the stdlib's SelectSelector then waits through it) is driven through it by
+# the stdlib's own steps, as are ready fds given as int subclasses.
+from . import _select  # noqa: E402
+
+_rselectors._set_select_steps(_select.select_through, _select.ready_keys)
 
 
-class _SelectCall:
-    """The poller a SelectSelector drives when its `_select` is not `select.select`.
-
-    gevent and eventlet replace `SelectSelector._select` with their cooperative select();
-    the stdlib's SelectSelector then waits through it, and so does ours.
-    """
-
-    def __init__(self, selector):
-        self._selector = selector
-        self._fds = {}
-
-    def register(self, fd, events):
-        self._fds[fd] = events
-
-    modify = register
-
-    def unregister(self, fd):
-        self._fds.pop(fd, None)
-
-    def poll(self, timeout_ms=None):
-        readers = [fd for fd, ev in self._fds.items() if ev & _POLLIN]
-        writers = [fd for fd, ev in self._fds.items() if ev & _POLLOUT]
-        timeout = None if timeout_ms is None else timeout_ms / 1000
-        try:
-            r, w, _ = self._selector._select(readers, writers, [], timeout)
-        except InterruptedError:
-            return []
-        events = dict.fromkeys(r, _POLLIN)
-        for fd in w:
-            events[fd] = events.get(fd, 0) | _POLLOUT
-        return list(events.items())
+def _is_native_select(func):
+    """True for `select.select` (on Windows, the stdlib's function around it)."""
+    if _WIN32_SELECT is not None and getattr(func, "__func__", func) is _WIN32_SELECT:
+        return True
+    return func is select.select
 
 
 # The concrete classes: the Rust implementation first in the MRO, the ABC after it so that
@@ -142,12 +116,24 @@ class _SelectCall:
 class SelectSelector(_rselectors.SelectSelector, _Native, BaseSelector):
     """Select-based selector."""
 
-    # As in the stdlib: a plain attribute, or on Windows the stdlib's own function.
+    # As in the stdlib: a plain attribute, or on Windows the stdlib's own function. The
+    # stdlib looks it up at each select(); here the class's is read when the selector is
+    # made, and one set on the instance when it is set (README, Known differences).
     _select = select.select if _WIN32_SELECT is None else _WIN32_SELECT
 
     def __init__(self):
-        if not _is_native(type(self)._select):
-            self._use_poller(_SelectCall(self))
+        if not _is_native_select(type(self)._select):
+            self._watch_select(True)
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name == "_select":
+            self._watch_select(not _is_native_select(self._select))
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
+        if name == "_select":
+            self._watch_select(not _is_native_select(self._select))
 
 
 # As in the stdlib, a class exists where the `select` module has its mechanism: eventlet's
@@ -162,7 +148,7 @@ if hasattr(select, "poll") and hasattr(_rselectors, "PollSelector"):
 
         def __init__(self):
             if not _is_native(self._selector_cls):
-                self._use_poller(self._selector_cls())
+                self._use_poller(self._selector_cls)
 
         def __reduce_ex__(self, protocol):
             raise TypeError("cannot pickle 'select.poll' object")
@@ -179,7 +165,7 @@ if hasattr(_rselectors, "EpollSelector") and hasattr(select, "epoll"):  # Linux
 
         def __init__(self):
             if not _is_native(self._selector_cls):
-                self._use_poller(self._selector_cls())
+                self._use_poller(self._selector_cls)
 
         def __reduce_ex__(self, protocol):
             raise TypeError("cannot pickle 'select.epoll' object")

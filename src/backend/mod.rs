@@ -94,7 +94,8 @@ pub trait Backend: Send {
     fn fileno(&self) -> Option<Result<RawFd>> {
         None
     }
-    /// What `fd` is watched for, where the mechanism keeps that in user space (select).
+    /// What `fd` is watched for, where the mechanism keeps that in user space (select, poll;
+    /// None for an fd poll() does not hold).
     fn interest(&self, _fd: u64) -> Option<u8> {
         None
     }

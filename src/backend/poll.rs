@@ -105,6 +105,19 @@ impl Backend for Poll {
     }
 
     fn close(&mut self) {}
+
+    /// What `fd` is registered for, if poll() holds it.
+    fn interest(&self, fd: u64) -> Option<u8> {
+        let bits = *self.registered.get(fd)?;
+        let mut interest = 0;
+        if bits & libc::POLLIN != 0 {
+            interest |= super::READ;
+        }
+        if bits & libc::POLLOUT != 0 {
+            interest |= super::WRITE;
+        }
+        Some(interest)
+    }
 }
 
 pub struct PollWait {

@@ -8,7 +8,11 @@ use crate::sys;
 
 /// `raise new from None` inside an `except` that caught `caught`.
 pub fn from_none(py: Python<'_>, new: PyErr, caught: PyErr) -> PyErr {
-    chain_handled(py, &new, caught);
+    // `new` is ours, just made: its context is `caught`, the innermost exception handled,
+    // whatever an outer one (`while_handling`) gave it when it was made.
+    let caught = caught.into_value(py);
+    // SAFETY: both are live exception objects; the call steals `into_ptr`'s reference.
+    unsafe { pyo3::ffi::PyException_SetContext(new.value(py).as_ptr(), caught.into_ptr()) };
     new.set_cause(py, None);
     new
 }
@@ -48,6 +52,31 @@ fn context_of<'py>(exc: &Bound<'py, PyAny>) -> Option<Bound<'py, PyAny>> {
     unsafe {
         Bound::from_owned_ptr_or_opt(exc.py(), pyo3::ffi::PyException_GetContext(exc.as_ptr()))
     }
+}
+
+/// Runs `f` as the body of an `except` block that caught `caught`: Python code it calls sees
+/// `caught` as the exception being handled (`sys.exc_info()`), and an exception raised there
+/// gets it as its `__context__`, as in the stdlib's `except: super().unregister(fileobj)`.
+pub fn while_handling<T>(py: Python<'_>, caught: &PyErr, f: impl FnOnce() -> T) -> T {
+    let value = caught.value(py);
+    let (mut kind, mut saved, mut traceback) = (
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    );
+    // SAFETY: PyErr_GetExcInfo hands out new references (or NULLs), which PyErr_SetExcInfo
+    // takes back below; PyErr_SetExcInfo steals the three references it is given.
+    unsafe {
+        pyo3::ffi::PyErr_GetExcInfo(&mut kind, &mut saved, &mut traceback);
+        let tb = caught
+            .traceback(py)
+            .map_or(std::ptr::null_mut(), |t| t.into_ptr());
+        pyo3::ffi::PyErr_SetExcInfo(value.get_type().into_ptr(), value.clone().into_ptr(), tb);
+    }
+    let result = f();
+    // SAFETY: as above: the saved references go back.
+    unsafe { pyo3::ffi::PyErr_SetExcInfo(kind, saved, traceback) };
+    result
 }
 
 /// The OSError CPython would raise for this errno (its subclass picked by errno).

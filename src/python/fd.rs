@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyString};
 use pyo3::{intern, PyTypeInfo};
 
-use super::errors::{chain_handled, from_none};
+use super::errors::{chain_handled, from_none, while_handling};
 
 /// A file descriptor as the table keys it: `None` for an int beyond 64 bits, which no table
 /// can hold and every system call refuses.
@@ -32,7 +32,8 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
                     || err.is_instance_of::<PyTypeError>(py)
                     || err.is_instance_of::<PyValueError>(py) =>
             {
-                let repr = match fileobj.repr() {
+                // `repr()` runs inside the stdlib's `except`: it sees `err` as handled.
+                let repr = match while_handling(py, &err, || fileobj.repr()) {
                     Ok(repr) => repr,
                     Err(repr_err) => {
                         chain_handled(py, &repr_err, err);
@@ -69,15 +70,6 @@ pub fn is_plain_int(obj: &Bound<'_, PyAny>) -> bool {
 /// The stdlib keys a dict by the fd object, so an int subclass's `__hash__` runs once per dict
 /// operation (and may raise); a plain int's hash is invisible and skipped.
 pub fn hash_as_dict_key(fd: &Bound<'_, PyAny>) -> PyResult<()> {
-    hash_as(fd, "a dict key")
-}
-
-/// The same for a set (SelectSelector's `_readers` and `_writers`).
-pub fn hash_as_set_element(fd: &Bound<'_, PyAny>) -> PyResult<()> {
-    hash_as(fd, "a set element")
-}
-
-fn hash_as(fd: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
     if is_plain_int(fd) {
         return Ok(());
     }
@@ -91,7 +83,7 @@ fn hash_as(fd: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
                 && err.get_type(py).is(PyTypeError::type_object(py)) =>
         {
             let text = format!(
-                "cannot use '{}' as {what} ({})",
+                "cannot use '{}' as a dict key ({})",
                 fd.get_type().fully_qualified_name()?,
                 err.value(py).str()?
             );

@@ -106,5 +106,6 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.getattr("_Selector")?.delattr("_key_from_fd")?;
     }
     m.add_function(wrap_pyfunction!(key::_set_types, m)?)?;
+    m.add_function(wrap_pyfunction!(selector::_set_select_steps, m)?)?;
     Ok(())
 }

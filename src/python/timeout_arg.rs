@@ -57,7 +57,7 @@ pub fn parse_timeout(kind: Kind, timeout: Option<&Bound<'_, PyAny>>) -> PyResult
     }
 }
 
-fn math_ceil(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+pub(crate) fn math_ceil(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
     static CEIL: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     CEIL.import(py, "math", "ceil")
 }
@@ -130,6 +130,8 @@ fn parse_select_timeout(kind: Kind, t: &Bound<'_, PyAny>) -> PyResult<ParsedTime
                 .and_then(|s| timeout::select_whole_seconds(s).ok());
             Ok(match converted {
                 Some(d) => ParsedTimeout::Wait(Some(d)),
+                // kqueue.control() names the type it was given.
+                None if kind.is_kqueue() => ParsedTimeout::Refused(kqueue_refusal(t)?),
                 // The plain int it gave: the C code's range error, without calling
                 // `__index__` again.
                 None => refused_by_stdlib(py, kind, &n)?,
@@ -199,10 +201,7 @@ fn refused_by_stdlib(
             let none = pyo3::types::PyList::empty(py);
             match select.call_method1("select", (probe, &none, &none, value)) {
                 Err(err) if err.is_instance_of::<TimeoutAccepted>(py) => Ok(()),
-                Err(_) if kind.is_kqueue() => Err(PyTypeError::new_err(format!(
-                    "timeout argument must be a number or None, got {}",
-                    value.get_type().name()?
-                ))),
+                Err(_) if kind.is_kqueue() => Err(kqueue_refusal(value)?),
                 Err(err) => Err(err),
                 Ok(_) => Ok(()),
             }
@@ -269,4 +268,12 @@ fn exact_nanos(value: &Bound<'_, PyAny>) -> Option<Duration> {
         return u64::try_from(ns.max(0)).ok().map(Duration::from_nanos);
     }
     timeout::select_nanos(value.extract::<f64>().ok()?).ok()
+}
+
+/// kqueue.control()'s TypeError for any timeout it cannot take, naming the type it was given.
+fn kqueue_refusal(value: &Bound<'_, PyAny>) -> PyResult<PyErr> {
+    Ok(PyTypeError::new_err(format!(
+        "timeout argument must be a number or None, got {}",
+        value.get_type().name()?
+    )))
 }

@@ -30,6 +30,7 @@ import tempfile
 
 import pytest
 
+from support.diff_fuzz_world import exc_chain, type_name as _type_name
 from support.kinds import module_pairs, on_libkqueue, open_fds, settle_libkqueue_fds
 
 KEY_FIELDS = ("fileobj", "fd", "events", "data")
@@ -212,31 +213,6 @@ class Side:
         if isinstance(v, (set, frozenset)):
             return (_type_name(type(v)), sorted(repr(self.canon(x)) for x in v))
         return ("object", _type_name(type(v)))
-
-
-def exc_chain(exc):
-    """The chained exceptions a traceback would print: [("cause"|"context", type), ...]."""
-    chain = []
-    seen = {id(exc)}
-    while True:
-        if exc.__cause__ is not None:
-            exc, how = exc.__cause__, "cause"
-        elif exc.__context__ is not None and not exc.__suppress_context__:
-            exc, how = exc.__context__, "context"
-        else:
-            return chain
-        if id(exc) in seen:
-            return chain
-        seen.add(id(exc))
-        chain.append((how, _type_name(type(exc))))
-
-
-def _type_name(t):
-    mod = t.__module__
-    if mod in ("builtins", "selectors", "rselectors", "selectors_on_libkqueue") or \
-            mod.startswith("rselectors."):
-        return t.__qualname__
-    return "%s.%s" % (mod, t.__qualname__)
 
 
 def _safe_repr(obj):

@@ -15,6 +15,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use super::poller::CustomPoller;
 use super::results::Entry;
+use super::select_sets::SelectSets;
 use crate::backend::{AnyBackend, Kind};
 use crate::lock::{OwnedGuard, OwnedMutex, Reentered};
 use crate::python::errors::os_error;
@@ -47,10 +48,20 @@ pub struct SelectorBase {
     /// Set by `close()` (under the lock, beside dropping the mapping): `get_map()` answers
     /// None from then on. Outside the lock, so `get_key` checks it without a lock round trip.
     pub(super) closed: AtomicBool,
+    /// SelectSelector's `_readers` and `_writers` (`select_sets.rs`); None for the others.
+    pub(super) sets: Option<SelectSets>,
+    /// Set once a key may be in the table without its poll() registration (user code run
+    /// between the two, a key stored back by modify(), an undo that failed): from then on
+    /// unregister() asks poll() whether it holds the fd (`os_refused`).
+    pub(super) maybe_unwatched: AtomicBool,
 }
 
 impl SelectorBase {
-    pub(super) fn new(kind: Kind) -> PyResult<Self> {
+    pub(super) fn new(py: Python<'_>, kind: Kind) -> PyResult<Self> {
+        let sets = match kind == Kind::Select {
+            true => Some(SelectSets::new(py)?),
+            false => None,
+        };
         let backend = AnyBackend::open(kind).map_err(|e| os_error(&e))?;
         Ok(SelectorBase {
             kind,
@@ -61,6 +72,8 @@ impl SelectorBase {
             poller: OnceLock::new(),
             bool_fds: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            sets,
+            maybe_unwatched: AtomicBool::new(false),
         })
     }
 
@@ -163,11 +176,10 @@ impl SelectorBase {
 
     #[pyo3(signature = (timeout=None))]
     fn select<'py>(
-        &self,
-        py: Python<'py>,
+        slf: &Bound<'py, Self>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        self.select_ready(py, timeout)
+        Self::select_ready(slf, timeout)
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
@@ -176,6 +188,8 @@ impl SelectorBase {
         // sees an empty map), and only then does `get_map()` start answering None.
         let entries = self.lock()?.core.close();
         drop(entries);
+        // SelectSelector's sets keep their fds, as the stdlib's do.
+        self.sets_may_be_keyless();
         let mapping = {
             let mut state = self.lock()?;
             self.closed.store(true, Ordering::Relaxed);
@@ -242,9 +256,21 @@ impl SelectorBase {
         self.key_for(fd, fd.extract::<u64>().ok())
     }
 
-    /// Drives `poller` (an instance of a replaced `_selector_cls`) instead of the OS.
-    fn _use_poller(&self, poller: Py<PyAny>) {
-        self.use_poller(poller);
+    /// SelectSelector: whether `_select` is replaced (`rselectors/__init__.py` says so when
+    /// the selector is made and when `_select` is set on it).
+    fn _watch_select(&self, replaced: bool) {
+        if let Some(sets) = &self.sets {
+            sets.watch_select(replaced);
+        }
+    }
+
+    /// Drives an instance of `cls` (a replaced `_selector_cls`) instead of the OS. Our own
+    /// epoll fd is closed first, so the poller's fds take the numbers the stdlib's would.
+    fn _use_poller(&self, cls: &Bound<'_, PyAny>) -> PyResult<()> {
+        let released = self.lock()?.core.close();
+        drop(released);
+        self.use_poller(cls.call0()?.unbind());
+        Ok(())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

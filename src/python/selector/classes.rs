@@ -19,8 +19,8 @@ macro_rules! selector_class {
         #[pymethods]
         impl $name {
             #[new]
-            fn new() -> PyResult<PyClassInitializer<Self>> {
-                Ok(PyClassInitializer::from(SelectorBase::new($kind)?).add_subclass($name))
+            fn new(py: Python<'_>) -> PyResult<PyClassInitializer<Self>> {
+                Ok(PyClassInitializer::from(SelectorBase::new(py, $kind)?).add_subclass($name))
             }
 
             $($extra)*

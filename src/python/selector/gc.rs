@@ -1,6 +1,7 @@
 //! The garbage collector's hooks: what a selector holds (keys, cached result tuples, the
-//! mapping, a replaced poller), and how a cycle through it is broken.
+//! mapping, a replaced poller, SelectSelector's sets), and how a cycle through it is broken.
 
+use pyo3::types::PySetMethods;
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::base::SelectorBase;
@@ -23,6 +24,10 @@ impl SelectorBase {
         if let Some(poller) = self.poller_object() {
             visit.call(poller)?;
         }
+        if let Some(sets) = &self.sets {
+            visit.call(&sets.readers)?;
+            visit.call(&sets.writers)?;
+        }
         Ok(())
     }
 
@@ -35,5 +40,12 @@ impl SelectorBase {
         };
         drop(entries);
         drop(mapping);
+        if let Some(sets) = &self.sets {
+            // SAFETY: the garbage collector calls `__clear__` with the thread attached.
+            let py = unsafe { pyo3::Python::assume_attached() };
+            // Emptying the sets frees what they hold: nothing of ours is locked now.
+            sets.readers.bind(py).clear();
+            sets.writers.bind(py).clear();
+        }
     }
 }

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use super::base::SelectorBase;
-use crate::python::errors::{chain_handled, from_none};
+use crate::python::errors::{chain_handled, from_none, while_handling};
 use crate::python::fd::{
     fileobj_to_fd, hash_as_dict_key, is_plain_int, python_3_13, python_format, FdNum,
 };
@@ -97,7 +97,9 @@ impl SelectorBase {
 
     /// `self._fd_to_key.get(fd_obj)`, its hash taken already: the key stored under the same
     /// number, if the stored fd object also compares equal (an int subclass's `__eq__` runs,
-    /// as in a dict lookup).
+    /// as in a dict lookup). As the dict does, the value is read after the comparison, and
+    /// the lookup starts again if the comparison removed or replaced the entry (a `close()`
+    /// or `unregister()` run by `__eq__`).
     #[inline]
     pub(super) fn key_for(
         &self,
@@ -119,7 +121,41 @@ impl SelectorBase {
         if same {
             return Ok(Some(key));
         }
-        key_if_same(key, fd_obj)
+        self.key_after_comparing(key, fd_obj, fd)
+    }
+
+    /// `key_for` off its common case: `stored == fd_obj` (an int subclass's `__eq__`), then
+    /// the entry read again; a different fd object there (the entry removed or replaced)
+    /// starts the lookup again.
+    #[inline(never)]
+    fn key_after_comparing(
+        &self,
+        key: Py<PyTuple>,
+        fd_obj: &Bound<'_, PyAny>,
+        fd: u64,
+    ) -> PyResult<Option<Py<PyTuple>>> {
+        let py = fd_obj.py();
+        let mut stored = key.bind(py).get_item(1)?;
+        drop(key);
+        loop {
+            let equal = stored.eq(fd_obj)?;
+            let now = {
+                let state = self.lock()?;
+                let Some(entry) = state.core.keys().get(fd) else {
+                    return Ok(None);
+                };
+                if entry.key.bind(py).get_item(1)?.is(&stored) {
+                    return Ok(equal.then(|| entry.key.clone_ref(py)));
+                }
+                if entry.same_fd_without_python(fd_obj) {
+                    return Ok(Some(entry.key.clone_ref(py)));
+                }
+                entry.field(py, 1)
+            };
+            // (The object compared before is freed here, without the lock, if it was the last
+            // reference.)
+            stored = now;
+        }
     }
 
     /// The key registered for `fileobj`, if any (a bad file object raises as in the stdlib):
@@ -136,7 +172,12 @@ impl SelectorBase {
     /// outside any handler: `handled` is then None.)
     pub(super) fn not_registered(fileobj: &Bound<'_, PyAny>, handled: Option<PyErr>) -> PyErr {
         let py = fileobj.py();
-        match (fileobj.repr(), handled) {
+        // `repr()` runs inside the stdlib's `except KeyError`: it sees `handled` as handled.
+        let repr = match &handled {
+            Some(handled) => while_handling(py, handled, || fileobj.repr()),
+            None => fileobj.repr(),
+        };
+        match (repr, handled) {
             (Ok(r), None) => PyKeyError::new_err(format!("{r} is not registered")),
             (Ok(r), Some(handled)) => from_none(
                 py,
@@ -149,6 +190,25 @@ impl SelectorBase {
                 }
                 err
             }
+        }
+    }
+
+    /// `key_for` inside the stdlib's `try: ... except KeyError: raise KeyError(f"{fileobj!r}
+    /// is not registered") from None` (unregister, modify): a KeyError an `__eq__` raises
+    /// becomes that one, and so does finding nothing.
+    pub(super) fn key_in_try(
+        &self,
+        fileobj: &Bound<'_, PyAny>,
+        fd_obj: &Bound<'_, PyAny>,
+        fd: FdNum,
+    ) -> PyResult<Py<PyTuple>> {
+        match self.key_for(fd_obj, fd) {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) => Err(Self::not_registered(fileobj, Some(Self::missing(fd_obj)))),
+            Err(err) if err.is_instance_of::<PyKeyError>(fileobj.py()) => {
+                Err(Self::not_registered(fileobj, Some(err)))
+            }
+            Err(err) => Err(err),
         }
     }
 
@@ -195,7 +255,14 @@ impl SelectorBase {
                 (fd_obj, fd)
             }
         };
-        match self.key_for(&fd_obj, fd)? {
+        let found = match self.key_for(&fd_obj, fd) {
+            // Before 3.13 the lookup (an `__eq__` raising KeyError) is inside the `try`.
+            Err(err) if !python_3_13(py) && err.is_instance_of::<PyKeyError>(py) => {
+                return Err(Self::not_registered(fileobj, Some(err)))
+            }
+            other => other?,
+        };
+        match found {
             Some(key) => Ok(key),
             None => {
                 let handled = (!python_3_13(py)).then(|| Self::missing(&fd_obj));
@@ -232,28 +299,10 @@ impl SelectorBase {
     }
 }
 
-/// `key` if its fd object is the same dict key as `fd_obj` (`key_for` off its common case).
-#[inline(never)]
-fn key_if_same(key: Py<PyTuple>, fd_obj: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyTuple>>> {
-    let stored_fd = key.bind(fd_obj.py()).get_borrowed_item(1)?;
-    Ok(same_dict_key(&stored_fd, fd_obj)?.then_some(key))
-}
-
 /// Whether a dict holding `stored` finds it again when looked up with `fd_obj` (same hash
-/// already established): identity, else `stored == fd_obj`, which only an int subclass can
-/// make run Python code.
-pub(super) fn same_dict_key(
-    stored: &Bound<'_, PyAny>,
-    fd_obj: &Bound<'_, PyAny>,
-) -> PyResult<bool> {
-    if same_without_python(stored, fd_obj) {
-        return Ok(true);
-    }
-    stored.eq(fd_obj)
-}
-
-/// The cases of `same_dict_key` that run no Python code: the same object, or two plain ints
-/// (same number, as the caller found them under one fd).
+/// already established) without running Python code: the same object, or two plain ints
+/// (same number, as the caller found them under one fd). Otherwise the dict runs
+/// `stored == fd_obj`, which only an int subclass can make run Python code (`key_for`).
 pub(super) fn same_without_python(stored: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> bool {
     stored.is(fd_obj) || (is_plain_int(stored) && is_plain_int(fd_obj))
 }

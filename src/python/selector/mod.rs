@@ -8,6 +8,7 @@
 //! - `wait.rs`: `select()`, its look and its wait;
 //! - `results.rs`: the result list and the per-key cache of result tuples;
 //! - `poller.rs`: the seam to the OS side, the core or a replaced `_selector_cls`;
+//! - `select_sets.rs`: SelectSelector's `_readers` and `_writers`, and the steps they order;
 //! - `gc.rs`: the garbage collector's hooks.
 
 mod base;
@@ -18,6 +19,7 @@ mod modify;
 mod poller;
 mod register;
 mod results;
+mod select_sets;
 mod wait;
 
 pub use base::SelectorBase;
@@ -28,3 +30,4 @@ pub use classes::KqueueSelector;
 #[cfg(unix)]
 pub use classes::PollSelector;
 pub use classes::SelectSelector;
+pub(crate) use select_sets::_set_select_steps;

@@ -4,14 +4,14 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyTuple};
+use pyo3::types::{PyInt, PyTuple};
 
 use super::base::SelectorBase;
 use super::poller::OsStep;
 use super::results::Entry;
 use crate::python::errors::backend_error;
 use crate::python::events::{differs, differs_natively, events_as_i64, interest_of};
-use crate::python::fd::warn_if_bool_fd;
+use crate::python::fd::{is_plain_int, warn_if_bool_fd};
 use crate::python::key::{new_key, BlankKey};
 
 impl SelectorBase {
@@ -27,13 +27,11 @@ impl SelectorBase {
         let this = slf.get();
         let (fd_obj, fd) = this.lookup_in_try(fileobj, false)?;
         if let (true, Some(fd)) = (this.kind.is_poll_like(), fd) {
-            if let Some(key) = this.modify_natively(py, fileobj, fd, events, data)? {
+            if let Some(key) = this.modify_natively(py, fileobj, &fd_obj, fd, events, data)? {
                 return Ok(key.into_any());
             }
         }
-        let Some(key) = this.key_for(&fd_obj, fd)? else {
-            return Err(Self::not_registered(fileobj, Some(Self::missing(&fd_obj))));
-        };
+        let key = this.key_in_try(fileobj, &fd_obj, fd)?;
         let Some(fd) = fd else {
             return Err(backend_error(crate::backend::Error::FdTooLarge));
         };
@@ -89,6 +87,7 @@ impl SelectorBase {
         &self,
         py: Python<'_>,
         fileobj: &Bound<'_, PyAny>,
+        fd_obj: &Bound<'_, PyAny>,
         fd: u64,
         events: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
@@ -104,10 +103,13 @@ impl SelectorBase {
         };
         let key = entry.key.bind(py).clone();
         let [old_fileobj, old_fd, old_events, old_data] = [0, 1, 2, 3].map(|i| entry.field(py, i));
-        let (Some(events_changed), Some(data_changed), false) = (
+        // An int subclass, given or stored, has its `__eq__` and `__hash__` called by the
+        // lookup and the store: the general path.
+        // (A bool fd warns on 3.13: the general path too.)
+        let (Some(events_changed), Some(data_changed), true) = (
             differs_natively(events, &old_events),
             differs_natively(data, &old_data),
-            old_fd.is_exact_instance_of::<PyBool>(),
+            old_fd.is_exact_instance_of::<PyInt>() && is_plain_int(fd_obj),
         ) else {
             drop(state);
             return Ok(None);

@@ -1,9 +1,12 @@
 //! The one seam between a selector and its OS side: the core backend, or, when the class's
-//! `_selector_cls` (or SelectSelector's `_select`) was replaced (CPython's tests patch it with
-//! a mock; gevent and eventlet patch in green ones), an instance of that class, driven as
-//! `_PollLikeSelector` drives it. Every OS step of the selector methods goes through here.
+//! `_selector_cls` was replaced (CPython's tests patch it with a mock; gevent patches in a
+//! green one), an instance of that class, driven as `_PollLikeSelector` drives it. Every OS
+//! step of the selector methods goes through here. (SelectSelector's `_select`, replaced,
+//! is called with its sets: `select_sets.rs`.)
 
-use pyo3::exceptions::PyOSError;
+use std::sync::atomic::Ordering;
+
+use pyo3::exceptions::{PyInterruptedError, PyOSError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -13,15 +16,14 @@ use super::results::{Entry, ReadyList};
 use crate::backend::{Kind, READ, WRITE};
 use crate::lock::OwnedGuard;
 use crate::python::errors::backend_error;
-use crate::timeout::{to_millis_ceil, Timeout};
+use crate::python::timeout_arg::math_ceil;
 
 /// `select.POLLIN`/`EPOLLIN` and `POLLOUT`/`EPOLLOUT`: the same numbers for both classes.
 #[cfg(unix)]
 const IN: i64 = libc::POLLIN as i64;
 #[cfg(unix)]
 const OUT: i64 = libc::POLLOUT as i64;
-/// Windows has no poll(): the only poller there is SelectSelector's `_SelectCall`
-/// (`python/rselectors/__init__.py`), which takes POSIX's numbers.
+/// Windows has no poll() (nor PollSelector or EpollSelector): no poller is ever made there.
 #[cfg(windows)]
 const IN: i64 = 1;
 #[cfg(windows)]
@@ -77,26 +79,19 @@ impl CustomPoller {
         }
     }
 
-    /// One `poll()` with the arguments `PollSelector`/`EpollSelector` would pass, the result
-    /// mapped to `(fd, events)` as they map it.
+    /// One `poll(timeout)` (`poll(timeout, max_events)` for epoll), the result mapped to
+    /// `(fd, events)` as `PollSelector`/`EpollSelector` map it.
     pub fn poll(
         &self,
         py: Python<'_>,
         kind: Kind,
-        timeout: Timeout,
+        timeout: &Bound<'_, PyAny>,
         max_events: usize,
     ) -> PyResult<Vec<(u64, u8)>> {
         let poll = intern!(py, "poll");
-        let result = match (kind, timeout) {
-            (k, None) if k.is_epoll() => self.0.call_method1(py, poll, (-1, max_events))?,
-            // The stdlib's whole milliseconds: a poller of another library takes no finer.
-            (k, Some(t)) if k.is_epoll() => {
-                let ms = to_millis_ceil(Some(t));
-                self.0
-                    .call_method1(py, poll, (f64::from(ms) * 1e-3, max_events))?
-            }
-            (_, None) => self.0.call_method1(py, poll, (py.None(),))?,
-            (_, Some(t)) => self.0.call_method1(py, poll, (to_millis_ceil(Some(t)),))?,
+        let result = match kind.is_epoll() {
+            true => self.0.call_method1(py, poll, (timeout, max_events))?,
+            false => self.0.call_method1(py, poll, (timeout,))?,
         };
         let mut ready = Vec::new();
         for item in result.bind(py).try_iter()? {
@@ -158,9 +153,39 @@ impl SelectorBase {
     /// stdlib takes before it.
     pub(super) fn os_pop(&self, state: &mut OwnedGuard<'_, State>, fd: u64) -> Option<Entry> {
         match self.poller.get() {
+            // SelectSelector's sets are emptied afterwards, as the stdlib's (`select_sets.rs`).
+            None if self.kind == Kind::Select => state.core.undo(fd),
             None => state.core.unregister(fd),
             Some(_) => state.core.undo(fd),
         }
+    }
+
+    /// What the OS side of the stdlib's `unregister` raises for `fd` (it lets through all
+    /// but OSError), once the key is gone: the OverflowError of an fd beyond a C int (a key
+    /// left behind by a failed undo), poll()'s KeyError for an fd it did not hold
+    /// (`poll_lacked`: a callback unregistered it between the key and the OS registration),
+    /// a closed epoll's or kqueue's ValueError (a key stored after close() by a callback).
+    #[cold]
+    pub(super) fn os_refused(&self, fd: u64, poll_lacked: bool) -> Option<PyErr> {
+        if self.poller.get().is_some() || self.kind == Kind::Select {
+            return None;
+        }
+        // (select.kevent takes any fd below 2**64.)
+        if fd > libc::c_int::MAX as u64 && !self.kind.is_kqueue() {
+            return Some(backend_error(crate::backend::Error::FdTooLarge));
+        }
+        if poll_lacked {
+            return Some(pyo3::exceptions::PyKeyError::new_err(fd));
+        }
+        if self.kind.has_handle() && self.closed.load(Ordering::Relaxed) {
+            let what = if self.kind.is_epoll() {
+                "epoll"
+            } else {
+                "kqueue"
+            };
+            return Some(backend_error(crate::backend::Error::Closed(what)));
+        }
+        None
     }
 
     /// Unregister's last step with a replaced poller: `self._selector.unregister(key.fd)`.
@@ -194,28 +219,33 @@ impl SelectorBase {
         Ok(())
     }
 
-    /// `select()` through a replaced poller: None with the core backend.
-    pub(super) fn os_select_replaced<'py>(
+    /// `select()` through a replaced poller, which gets the timeout as the stdlib hands it:
+    /// its Python-level arithmetic, no rounding or checks of ours.
+    pub(super) fn select_through_poller<'py>(
         &self,
         py: Python<'py>,
-        timeout: Timeout,
-    ) -> Option<PyResult<Bound<'py, PyList>>> {
-        let poller = self.poller.get()?;
-        let select = || {
-            let max_events = self.len()?.max(1);
-            let polled = poller.poll(py, self.kind, timeout, max_events)?;
-            let mut ready = ReadyList::with_capacity(polled.len());
-            {
-                let state = self.lock()?;
-                for (fd, events) in polled {
-                    if let Some(entry) = state.core.keys().get(fd) {
-                        ready.push(entry.ready(py, fd, events));
-                    }
+        poller: &CustomPoller,
+        timeout: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let timeout = poller_timeout(py, self.kind, timeout)?;
+        let max_events = self.len()?.max(1);
+        let polled = match poller.poll(py, self.kind, &timeout, max_events) {
+            // `except InterruptedError: return ready`.
+            Err(err) if err.is_instance_of::<PyInterruptedError>(py) => {
+                return Ok(PyList::empty(py))
+            }
+            other => other?,
+        };
+        let mut ready = ReadyList::with_capacity(polled.len());
+        {
+            let state = self.lock()?;
+            for (fd, events) in polled {
+                if let Some(entry) = state.core.keys().get(fd) {
+                    ready.push(entry.ready(py, fd, events));
                 }
             }
-            self.ready_list(py, &mut ready)
-        };
-        Some(select())
+        }
+        self.ready_list(py, &mut ready)
     }
 
     /// Drives `poller` (an instance of a replaced `_selector_cls`) instead of the OS.
@@ -226,5 +256,28 @@ impl SelectorBase {
     /// The poller, for the garbage collector.
     pub(super) fn poller_object(&self) -> Option<&Py<PyAny>> {
         self.poller.get().map(CustomPoller::object)
+    }
+}
+
+/// The timeout `_PollLikeSelector.select` (`EpollSelector.select`) hands its poller: None
+/// (-1), 0 for `timeout <= 0`, else `math.ceil(timeout * 1e3)` (times `1e-3`).
+fn poller_timeout<'py>(
+    py: Python<'py>,
+    kind: Kind,
+    timeout: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let Some(t) = timeout else {
+        return Ok(match kind.is_epoll() {
+            true => (-1i32).into_pyobject(py)?.into_any(),
+            false => py.None().into_bound(py),
+        });
+    };
+    if t.le(0)? {
+        return Ok(0i32.into_pyobject(py)?.into_any());
+    }
+    let ms = math_ceil(py)?.call1((t.mul(1e3)?,))?;
+    match kind.is_epoll() {
+        true => ms.mul(1e-3),
+        false => Ok(ms),
     }
 }

@@ -10,7 +10,8 @@ use super::base::SelectorBase;
 use super::lookup::same_without_python;
 use crate::backend::Kind;
 use crate::python::events::events_as_i64;
-use crate::python::fd::is_plain_int;
+use crate::python::fd::{is_plain_int, python_3_13};
+use pyo3::exceptions::PyKeyError;
 
 /// What the table holds per fd: the `SelectorKey` handed to Python and, once `select()` has
 /// reported the fd, what makes reporting it again cheap. Kept to two pointers: the table
@@ -125,19 +126,32 @@ impl SelectorBase {
                 mask,
             } = item
             {
-                let key = key.bind(py);
+                let mut key = key.bind(py).clone();
                 let stored_fd = key.get_item(1)?;
+                let mut mask = *mask;
                 if !is_plain_int(&stored_fd) && self.kind != Kind::Select {
                     // `fd_to_key.get(fd)` with the OS's plain int compares it with the stored
-                    // int subclass: its `__eq__` runs, and may say no. (Such entries are never
-                    // cached, so they always come this way.)
+                    // int subclass: its `__eq__` runs, and may say no, or change the selector
+                    // (the key is read after it: `key_for`). Such entries are never cached,
+                    // so they always come this way.
                     python_ran = true;
-                    if !stored_fd.eq(*fd)? {
-                        *item = Ready::Gone;
-                        continue;
+                    let found = match self.key_for(fd.into_pyobject(py)?.as_any(), Some(*fd)) {
+                        // Before 3.13, `_key_from_fd` answers None for a KeyError.
+                        Err(err) if !python_3_13(py) && err.is_instance_of::<PyKeyError>(py) => {
+                            None
+                        }
+                        other => other?,
+                    };
+                    match found {
+                        Some(now) => key = now.into_bound(py),
+                        None => {
+                            *item = Ready::Gone;
+                            continue;
+                        }
                     }
+                    mask = None;
                 }
-                let mask = match *mask {
+                let mask = match mask {
                     Some(mask) => mask,
                     None => events_as_i64(&key.get_item(2)?).map(|e| (e & 3) as u8),
                 };
