@@ -250,8 +250,12 @@ impl SelectorBase {
         let (r, w) = (PyList::empty(py), PyList::empty(py));
         let mut plain = !ready.iter().any(subclassed);
         for (set, bit, list) in [(&sets.readers, READ, &r), (&sets.writers, WRITE, &w)] {
-            for obj in set.bind(py).try_iter()? {
-                let obj = obj?;
+            // A copy first, as select.select() takes one (PySequence_Fast): what runs below
+            // may let another thread change the set (always, without a GIL), and a set
+            // iterated meanwhile raises "Set changed size during iteration". list(set) copies
+            // in the set's order, in one critical section on a free-threaded build.
+            let snapshot = py.get_type::<PyList>().call1((set.bind(py),))?;
+            for obj in snapshot.cast_into::<PyList>()?.iter() {
                 if ready_for(&obj, bit) {
                     plain &= is_plain_int(&obj);
                     list.append(obj)?;
@@ -269,18 +273,20 @@ impl SelectorBase {
         // Plain ints: no user code runs in the set operations, only the order matters.
         let walked = PySet::new(py, &r)?.as_any().bitor(PySet::new(py, &w)?)?;
         let mut slots: Vec<Option<Ready>> = ready.into_iter().map(Some).collect();
+        // The slot of each fd, by fd: a select() may find a thousand ready.
+        let mut by_fd: Vec<(u64, usize)> = (slots.iter().enumerate())
+            .filter_map(|(i, slot)| Some((slot.as_ref()?.fd_events()?.0, i)))
+            .collect();
+        by_fd.sort_unstable();
         let mut ordered = ReadyList::new();
         for obj in walked.try_iter()? {
             let Ok(fd) = obj?.extract::<u64>() else {
                 continue;
             };
-            let found = slots.iter_mut().find(|slot| {
-                slot.as_ref()
-                    .and_then(Ready::fd_events)
-                    .is_some_and(|(f, _)| f == fd)
-            });
-            if let Some(item) = found.and_then(Option::take) {
-                ordered.push(item);
+            if let Ok(at) = by_fd.binary_search_by_key(&fd, |&(f, _)| f) {
+                if let Some(item) = slots[by_fd[at].1].take() {
+                    ordered.push(item);
+                }
             }
         }
         Ok(Ordered::Native(ordered))
