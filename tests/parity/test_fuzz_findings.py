@@ -7,6 +7,7 @@ gets, the order SelectSelector walks ready fds in, and what a selector does when
 """
 
 import os
+import warnings
 from fractions import Fraction
 
 import pytest
@@ -706,3 +707,71 @@ def test_known_difference_kqueue_filter_count(module, socketpair):
                 sel.select(0)
     finally:
         sel.close()
+
+
+# ---------------------------------------------------------------------------
+# bool fds (3.13+: the select module warns "bool is used as a file descriptor" at each
+# conversion; before 3.13 both modules warn nothing, and these compare that)
+# ---------------------------------------------------------------------------
+
+
+def warned(side, fn, *args):
+    """fn(*args) with every warning recorded: (its canonical outcome, the warnings' texts)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = ("ok", side.canon(fn(*args)))
+        except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
+            out = side.canon_exc(exc)
+    return out, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("also", ["nothing", "an fd beyond FD_SETSIZE"])
+def test_select_warns_for_each_bool_in_its_sets(differential, also):
+    """select.select() converts `_readers`, then `_writers`: a bool registered for both
+    warns twice; an fd it refuses stops the conversion (and the warnings) where it stands."""
+
+    def scenario(side):
+        sel = side.selector()
+        side.rec("register True", lambda: warned(side, sel.register, True, RW))
+        if also != "nothing":
+            a, b = side.socketpair()
+            os.dup2(a.fileno(), 1025)
+            side.label_fd(1025, "beyond")
+            side.defer(side.close_fd, 1025)
+            side.rec("register 1025", lambda: warned(side, sel.register, 1025, RW))
+        side.rec("select(0)", lambda: warned(
+            side, lambda: [(side.fdish(k.fd), m) for k, m in sel.select(0)]))
+
+    differential(scenario, "Select")
+
+
+@pytest.mark.parametrize("kind", ["Poll", "Epoll"])
+def test_bool_fd_with_a_replaced_poller_warns_only_through_it(differential, kind):
+    """With `_selector_cls` replaced, the fd goes to the replacement, which warns or not as
+    it likes: the selector itself converts nothing."""
+
+    def scenario(side):
+        rec = Recorder(side)
+
+        class Poller:
+            def register(self, fd, events):
+                rec.add("register", fd, events)
+
+            def modify(self, fd, events):
+                rec.add("modify", fd, events)
+
+            def unregister(self, fd):
+                rec.add("unregister", fd)
+
+            def poll(self, *args):
+                return []
+
+        sel = type("Sub", (side.cls,), {"_selector_cls": Poller})()
+        side.defer(sel.close)
+        side.rec("register", lambda: warned(side, sel.register, True, R))
+        side.rec("modify", lambda: warned(side, sel.modify, True, RW))
+        side.rec("unregister", lambda: warned(side, sel.unregister, True))
+        side.check("poller calls", rec.calls)
+
+    differential(scenario, kind)
