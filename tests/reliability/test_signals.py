@@ -219,9 +219,17 @@ print("select returned", flush=True)
 """
 
 
+def _sigint_default():
+    """In the child before exec: SIGINT back to its default, so that Python installs its
+    KeyboardInterrupt handler even when this run inherited SIGINT ignored (a job started in
+    the background by a non-interactive shell, `bash .ci/run &`, has it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _ctrl_c(argv, timeout=10):
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         cwd=os.path.dirname(os.path.abspath(__file__)))
+                         cwd=os.path.dirname(os.path.abspath(__file__)),
+                         preexec_fn=_sigint_default)
     try:
         first = p.stdout.readline()  # the program is about to block in select(5)
         time.sleep(0.2)
