@@ -16,7 +16,6 @@ use super::results::{Entry, ReadyList};
 use crate::backend::{Kind, READ, WRITE};
 use crate::lock::OwnedGuard;
 use crate::python::errors::backend_error;
-use crate::python::fd::warn_if_bool_fd;
 use crate::python::timeout_arg::math_ceil;
 
 /// `select.POLLIN`/`EPOLLIN` and `POLLOUT`/`EPOLLOUT`: the same numbers for both classes.
@@ -136,10 +135,6 @@ impl SelectorBase {
     ) -> PyResult<()> {
         match (self.poller.get(), step) {
             (None, step) => {
-                // select.poll/epoll convert the fd: from 3.13 a bool one warns.
-                if self.kind.is_poll_like() {
-                    warn_if_bool_fd(fd_obj)?;
-                }
                 let mut state = self.lock()?;
                 let result = match step {
                     OsStep::Add => state.core.watch(fd, interest),

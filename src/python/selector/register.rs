@@ -200,7 +200,9 @@ impl SelectorBase {
         // User code run by `events & ...` sees the key before its OS registration.
         self.maybe_unwatched.store(true, Ordering::Relaxed);
         let interest = interest_of(events)?;
-        Ok(self.os_watch(fd_obj, fd, interest, OsStep::Add))
+        let watched =
+            warn_if_bool_fd(fd_obj).and_then(|()| self.os_watch(fd_obj, fd, interest, OsStep::Add));
+        Ok(watched)
     }
 
     /// `unregister`: the key goes (and the OS registration), then the steps through which
@@ -226,8 +228,7 @@ impl SelectorBase {
         let fd = fd.unwrap_or_default();
         // SelectSelector: `self._readers.discard(key.fd)`, then the same for writers.
         self.discard_from_sets(&fd_obj, fd)?;
-        if self.kind.is_poll_like() && self.poller.get().is_none() {
-            // select.poll/epoll's unregister converts the fd; a replaced poller's is its own.
+        if self.kind.is_poll_like() {
             warn_if_bool_fd(&fd_obj)?;
         }
         if self.kind.is_kqueue() {

@@ -10,23 +10,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyCFunction, PyList, PySet, PyTuple};
+use pyo3::types::{PyCFunction, PyList, PySet, PyTuple};
 
 use super::base::SelectorBase;
 use super::results::{Ready, ReadyList};
 use crate::backend::{READ, WRITE};
-use crate::python::fd::{hash_as_dict_key, is_plain_int, warn_if_bool_fd};
-
-/// Whether `select.select()` takes `fd`: below `FD_SETSIZE` on POSIX, any socket on Windows.
-fn selectable(fd: u64) -> bool {
-    #[cfg(unix)]
-    return fd < libc::FD_SETSIZE as u64;
-    #[cfg(windows)]
-    return {
-        let _ = fd;
-        true
-    };
-}
+use crate::python::fd::{hash_as_dict_key, is_plain_int};
 
 /// The two sets of a SelectSelector.
 pub(super) struct SelectSets {
@@ -160,31 +149,6 @@ impl SelectorBase {
                 // A select() set (an interest of 0 drops the fd): cannot fail.
                 let _ = state.core.modify_interest(fd, left);
             }
-        }
-        Ok(())
-    }
-
-    /// The warning `select.select()` gives for each bool among the fds it converts (3.13+):
-    /// one per bool in `_readers`, then per bool in `_writers`, in their order. Where the sets
-    /// hold an fd it refuses, none: the wait fails, and `select_module_error` calls
-    /// `select.select()` itself, which gives them up to that fd and its ValueError.
-    pub(super) fn warn_bool_fds(&self, py: Python<'_>) -> PyResult<()> {
-        let Some(sets) = &self.sets else {
-            return Ok(());
-        };
-        let mut fds = Vec::new();
-        for set in [&sets.readers, &sets.writers] {
-            let snapshot = py.get_type::<PyList>().call1((set.bind(py),))?;
-            fds.extend(snapshot.cast_into::<PyList>()?.iter());
-        }
-        if fds
-            .iter()
-            .any(|fd| !fd.extract::<u64>().is_ok_and(selectable))
-        {
-            return Ok(());
-        }
-        for fd in fds.iter().filter(|fd| fd.is_instance_of::<PyBool>()) {
-            warn_if_bool_fd(fd)?;
         }
         Ok(())
     }

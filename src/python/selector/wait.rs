@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyList;
+use pyo3::types::{PyBool, PyList};
 
 use super::base::SelectorBase;
 use super::results::{Ready, ReadyList};
 use super::select_sets::Ordered;
 use crate::backend::{Kind, Wait};
 use crate::python::errors::{backend_error, os_error};
+use crate::python::fd::warn_if_bool_fd;
 use crate::python::timeout_arg::{parse_timeout, ParsedTimeout};
 use crate::selector::{wait_with_retries, WaitFailed};
 use crate::sys::is_interrupted;
@@ -54,7 +55,7 @@ impl SelectorBase {
         };
         if this.kind == Kind::Select && this.bool_fds.load(Ordering::Relaxed) > 0 {
             // select.select() converts every fd it is given; a bool one warns (3.13+).
-            this.warn_bool_fds(py)?;
+            warn_if_bool_fd(&PyBool::new(py, true))?;
         }
         if timeout == Some(Duration::ZERO) {
             return Self::select_now(slf);
