@@ -279,6 +279,69 @@ def test_tiny_wait_on_an_fd_closed_while_registered(differ, timeout):
     differ(scenario)
 
 
+def test_select_warns_for_each_bool_in_its_sets(differential):
+    """3.13's "bool is used as a file descriptor": select.select() warns once for each bool
+    it converts, in the readers and in the writers (none before 3.13)."""
+    import warnings
+
+    def scenario(side):
+        sel = side.selector()
+        sel.register(True, RW, "stdout")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            side.rec("select(0)", lambda: [side.fdish(k.fd) for k, _ in sel.select(0)])
+        side.check("warnings", [str(w.message) for w in caught])
+
+    differential(scenario, "Select")
+
+
+@pytest.mark.parametrize("kind", ["Poll", "Epoll"])
+def test_replaced_poller_warns_for_a_bool_fd_itself(differential, kind):
+    """A replaced `_selector_cls` is handed the bool: the select module's poller it wraps
+    warns (3.13), not the selector as well."""
+    import select
+    import warnings
+
+    def scenario(side):
+        real = select.poll if kind == "Poll" else select.epoll
+        cls = type("Sub", (side.cls,), {"_selector_cls": real})
+        sel = cls()
+        side.defer(sel.close)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            side.rec("register", lambda: sel.register(True, W) and None)
+            side.rec("unregister", lambda: sel.unregister(True) and None)
+        side.check("warnings", [str(w.message) for w in caught])
+
+    differential(scenario, kind)
+
+
+def test_replaced_select_lookup_swallows_a_keyerror_of_eq(differential):
+    """Before 3.13 `_key_from_fd` answers None for a KeyError its lookup raises, the
+    comparison of a stored int subclass included (3.13's `_fd_to_key.get` lets it through)."""
+
+    def scenario(side):
+        class Sub(side.cls):
+            def _select(self, r, w, x, t=None):
+                return [], list(w), []
+
+        sel = Sub()
+        side.defer(sel.close)
+        a, b = side.socketpair()
+        sel.register(a.fileno(), W)
+        sel.close()  # the sets keep the plain fd; the map now gets the subclass
+        sel.register(CloseOnEq(a.fileno()), W)
+
+        def fail():
+            raise KeyError("from __eq__")
+
+        CloseOnEq.action = fail
+        side.rec("select(0)", lambda: [side.fdish(k.fd) for k, _ in sel.select(0)])
+        CloseOnEq.action = None
+
+    differential(scenario, "Select")
+
+
 # ---------------------------------------------------------------------------
 # user code changing the selector from inside a call
 # ---------------------------------------------------------------------------

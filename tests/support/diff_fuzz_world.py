@@ -640,8 +640,9 @@ class Side:
         try:
             number = fileobj if type(fileobj) in (int, bool) else fileobj.fileno()
             held = self.sel.get_map()
-            return held is not None and any(
-                type(fd) not in (int, bool) and int.__int__(fd) == number for fd in held)
+            if held is None:
+                return True  # closed: keys stored since are not to be seen without user code
+            return any(type(fd) not in (int, bool) and int.__int__(fd) == number for fd in held)
         except Exception:  # noqa: BLE001 - odd objects: skip the registering hooks
             return True
 

@@ -4,13 +4,13 @@
 //! drop of a Python object (either can run the garbage collector, and a `__del__` could
 //! re-enter); under it Python objects are only cloned (an incref).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use pyo3::exceptions::{PyKeyError, PyRuntimeError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::{PyBool, PyList, PyTuple};
+use pyo3::types::{PyList, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::poller::CustomPoller;
@@ -42,9 +42,6 @@ pub struct SelectorBase {
     /// Set when the class's `_selector_cls` was replaced: the OS side goes through it
     /// (`poller.rs`, the only reader).
     pub(super) poller: OnceLock<CustomPoller>,
-    /// How many registered fds are bools (`True`): a select() selector warns about them
-    /// before each wait. Outside the lock, so that check costs no lock round trip.
-    pub(super) bool_fds: AtomicUsize,
     /// Set by `close()` (under the lock, beside dropping the mapping): `get_map()` answers
     /// None from then on. Outside the lock, so `get_key` checks it without a lock round trip.
     pub(super) closed: AtomicBool,
@@ -70,7 +67,6 @@ impl SelectorBase {
                 mapping: None,
             }),
             poller: OnceLock::new(),
-            bool_fds: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sets,
             maybe_unwatched: AtomicBool::new(false),
@@ -93,25 +89,6 @@ impl SelectorBase {
         match locked {
             Ok(guard) => Ok(guard),
             Err(Reentered) => Err(reentered()),
-        }
-    }
-
-    /// Keeps `bool_fds` in step when a key whose fd is a bool leaves the table.
-    pub(super) fn forget_if_bool(&self, fd_obj: &Bound<'_, PyAny>) {
-        if fd_obj.is_exact_instance_of::<PyBool>() {
-            // One less; a count already at zero stays there rather than wrapping.
-            let mut count = self.bool_fds.load(Ordering::Relaxed);
-            while count > 0 {
-                match self.bool_fds.compare_exchange_weak(
-                    count,
-                    count - 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(now) => count = now,
-                }
-            }
         }
     }
 
@@ -248,12 +225,13 @@ impl SelectorBase {
 
     /// `_BaseSelectorImpl._key_from_fd` (Python 3.12 and older).
     fn _key_from_fd(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyTuple>>> {
-        // `try: return self._fd_to_key[fd] except KeyError: return None`.
-        match hash_as_dict_key(fd) {
-            Err(err) if err.is_instance_of::<PyKeyError>(py) => return Ok(None),
-            other => other?,
+        // `try: return self._fd_to_key[fd] except KeyError: return None`: the hash and the
+        // comparisons (an int subclass's) inside the `try`.
+        let found = hash_as_dict_key(fd).and_then(|()| self.key_for(fd, fd.extract::<u64>().ok()));
+        match found {
+            Err(err) if err.is_instance_of::<PyKeyError>(py) => Ok(None),
+            other => other,
         }
-        self.key_for(fd, fd.extract::<u64>().ok())
     }
 
     /// SelectSelector: whether `_select` is replaced (`rselectors/__init__.py` says so when

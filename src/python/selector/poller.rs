@@ -16,6 +16,7 @@ use super::results::{Entry, ReadyList};
 use crate::backend::{Kind, READ, WRITE};
 use crate::lock::OwnedGuard;
 use crate::python::errors::backend_error;
+use crate::python::fd::warn_if_bool_fd;
 use crate::python::timeout_arg::math_ceil;
 
 /// `select.POLLIN`/`EPOLLIN` and `POLLOUT`/`EPOLLOUT`: the same numbers for both classes.
@@ -118,6 +119,15 @@ impl CustomPoller {
 }
 
 impl SelectorBase {
+    /// 3.13's "bool is used as a file descriptor" where the select module would warn: at our
+    /// own OS step (a replaced poller, if it is the select module's, warns itself).
+    pub(super) fn warn_if_bool_fd_natively(&self, fd_obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.native() {
+            true => warn_if_bool_fd(fd_obj),
+            false => Ok(()),
+        }
+    }
+
     /// Whether the OS side is the core backend: the fast paths that make their OS call under
     /// the lock, beside the key, apply.
     pub(super) fn native(&self) -> bool {

@@ -16,7 +16,7 @@ use crate::backend::Kind;
 use crate::lock::OwnedGuard;
 use crate::python::errors::{backend_error, chain_handled, while_handling};
 use crate::python::events::{check_register_events, events_as_i64, interest_of, wants};
-use crate::python::fd::{hash_as_dict_key, is_plain_int, warn_if_bool_fd};
+use crate::python::fd::{hash_as_dict_key, is_plain_int};
 use crate::python::key::new_key;
 
 impl SelectorBase {
@@ -68,9 +68,6 @@ impl SelectorBase {
                 return Err(Self::already_registered(fileobj, &fd_obj));
             }
             state = self.lock()?;
-        }
-        if is_bool {
-            self.bool_fds.fetch_add(1, Ordering::Relaxed);
         }
         let watched = match native {
             Some(e) => {
@@ -200,8 +197,9 @@ impl SelectorBase {
         // User code run by `events & ...` sees the key before its OS registration.
         self.maybe_unwatched.store(true, Ordering::Relaxed);
         let interest = interest_of(events)?;
-        let watched =
-            warn_if_bool_fd(fd_obj).and_then(|()| self.os_watch(fd_obj, fd, interest, OsStep::Add));
+        let watched = self
+            .warn_if_bool_fd_natively(fd_obj)
+            .and_then(|()| self.os_watch(fd_obj, fd, interest, OsStep::Add));
         Ok(watched)
     }
 
@@ -224,12 +222,11 @@ impl SelectorBase {
             return Err(Self::not_registered(fileobj, Some(Self::missing(&fd_obj))));
         };
         let fd_obj = entry.field(py, 1);
-        self.forget_if_bool(&fd_obj);
         let fd = fd.unwrap_or_default();
         // SelectSelector: `self._readers.discard(key.fd)`, then the same for writers.
         self.discard_from_sets(&fd_obj, fd)?;
         if self.kind.is_poll_like() {
-            warn_if_bool_fd(&fd_obj)?;
+            self.warn_if_bool_fd_natively(&fd_obj)?;
         }
         if self.kind.is_kqueue() {
             // KqueueSelector.unregister tests `key.events & EVENT_READ` (an int subclass sees
@@ -341,7 +338,6 @@ impl SelectorBase {
         };
         match removed {
             Some(entry) => {
-                self.forget_if_bool(&entry.field(py, 1));
                 drop(entry);
                 Ok(())
             }

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyCFunction, PyList, PySet, PyTuple};
+use pyo3::types::{PyBool, PyCFunction, PyList, PySet, PyTuple};
 
 use super::base::SelectorBase;
 use super::results::{Ready, ReadyList};
 use crate::backend::{READ, WRITE};
-use crate::python::fd::{hash_as_dict_key, is_plain_int};
+use crate::python::fd::{hash_as_dict_key, is_plain_int, python_3_13, warn_if_bool_fd};
 
 /// The two sets of a SelectSelector.
 pub(super) struct SelectSets {
@@ -36,6 +36,8 @@ const KEYLESS: u8 = 2;
 /// `_select` is not `select.select` (the class's when the selector was made, or one set on
 /// the instance since: `rselectors/__init__.py`).
 const REPLACED: u8 = 4;
+/// A bool went in: `select.select` warns about each one it is given (3.13+).
+const BOOLS: u8 = 8;
 
 impl SelectSets {
     fn set(&self, flag: u8, on: bool) {
@@ -128,6 +130,9 @@ impl SelectorBase {
             if !is_plain_int(fd_obj) {
                 sets.set(SUBCLASSED, true);
             }
+            if fd_obj.is_exact_instance_of::<PyBool>() {
+                sets.set(BOOLS, true);
+            }
             set.bind(py).add(fd_obj)?;
         }
         Ok(())
@@ -203,12 +208,35 @@ impl SelectorBase {
             .cast_into::<PyList>()?)
     }
 
+    /// 3.13's "bool is used as a file descriptor", once for each bool in the readers, then in
+    /// the writers, as `select.select` converts them before its wait.
+    pub(super) fn warn_for_bools_in_sets(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(sets) = &self.sets else {
+            return Ok(());
+        };
+        if !sets.has(BOOLS) || !python_3_13(py) {
+            return Ok(());
+        }
+        let mut counts = [0usize; 2];
+        for (count, set) in counts.iter_mut().zip([&sets.readers, &sets.writers]) {
+            for obj in set.bind(py).try_iter()? {
+                *count += usize::from(obj?.is_exact_instance_of::<PyBool>());
+            }
+        }
+        // (Warning may run Python code: not while the sets are iterated.)
+        for _ in 0..counts[0] + counts[1] {
+            warn_if_bool_fd(&PyBool::new(py, true))?;
+        }
+        Ok(())
+    }
+
     /// Whether `select()` needs every ready fd, keyed or not, for its order: the sets may
-    /// hold one without a key, or an int subclass (whose hashes the stdlib's steps take).
+    /// hold one without a key, or an int subclass (whose hashes the stdlib's steps take); or
+    /// a bool (its warnings come between the wait's start and its system call).
     pub(super) fn needs_every_ready_fd(&self) -> bool {
         self.sets
             .as_ref()
-            .is_some_and(|sets| sets.has(KEYLESS | SUBCLASSED))
+            .is_some_and(|sets| sets.has(KEYLESS | SUBCLASSED | BOOLS))
     }
 
     /// Notes that the sets may now hold an fd without a key.

@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyList};
+use pyo3::types::PyList;
 
 use super::base::SelectorBase;
 use super::results::{Ready, ReadyList};
 use super::select_sets::Ordered;
 use crate::backend::{Kind, Wait};
 use crate::python::errors::{backend_error, os_error};
-use crate::python::fd::warn_if_bool_fd;
 use crate::python::timeout_arg::{parse_timeout, ParsedTimeout};
 use crate::selector::{wait_with_retries, WaitFailed};
 use crate::sys::is_interrupted;
@@ -53,16 +52,20 @@ impl SelectorBase {
             }
             ParsedTimeout::Refused(err) => return Err(err),
         };
-        if this.kind == Kind::Select && this.bool_fds.load(Ordering::Relaxed) > 0 {
-            // select.select() converts every fd it is given; a bool one warns (3.13+).
-            warn_if_bool_fd(&PyBool::new(py, true))?;
-        }
         if timeout == Some(Duration::ZERO) {
             return Self::select_now(slf);
         }
         // The error becomes a Python exception only once the lock is released.
         let begun = this.lock()?.core.begin_wait();
         let mut wait = begun.map_err(|err| this.wait_error(py, err))?;
+        if this.kind == Kind::Select {
+            // select.select() converted every fd it was given; a bool one warns (3.13+).
+            // (`wait_error`'s own select.select() warned where one could not be.)
+            if let Err(err) = this.warn_for_bools_in_sets(py) {
+                this.lock()?.core.end_wait(wait);
+                return Err(err);
+            }
+        }
 
         let mut retry = false;
         let call = |wait: &mut crate::backend::AnyWait, left| {
@@ -142,26 +145,31 @@ impl SelectorBase {
         let this = slf.get();
         let mut ready = ReadyList::new();
         let mut all = Vec::new();
-        let result = {
+        let begun = this.lock()?.core.begin_wait();
+        let mut wait = begun.map_err(|err| this.wait_error(py, err))?;
+        // select.select() converted every fd it was given; a bool one warns (3.13+).
+        if let Err(err) = this.warn_for_bools_in_sets(py) {
+            this.lock()?.core.end_wait(wait);
+            return Err(err);
+        }
+        let waited = {
             let mut state = this.lock()?;
-            state.core.begin_wait().and_then(|mut wait| {
-                let waited = wait.wait(Some(Duration::ZERO));
-                if waited.is_ok() {
-                    let keys = state.core.keys();
-                    wait.for_each_ready(&mut |fd, events| {
-                        all.push((fd, events));
-                        if let Some(entry) = keys.get(fd) {
-                            ready.push(entry.ready(py, fd, events));
-                        }
-                    });
-                }
-                state.core.end_wait(wait);
-                Ok(waited?)
-            })
+            let waited = wait.wait(Some(Duration::ZERO));
+            if waited.is_ok() {
+                let keys = state.core.keys();
+                wait.for_each_ready(&mut |fd, events| {
+                    all.push((fd, events));
+                    if let Some(entry) = keys.get(fd) {
+                        ready.push(entry.ready(py, fd, events));
+                    }
+                });
+            }
+            state.core.end_wait(wait);
+            waited
         };
-        match result {
+        match waited {
             Ok(()) => Self::in_set_order(slf, Some(all), ready),
-            Err(err) => this.select_now_failed(py, err),
+            Err(err) => this.select_now_failed(py, crate::backend::Error::Os(err)),
         }
     }
 
