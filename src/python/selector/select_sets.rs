@@ -219,8 +219,11 @@ impl SelectorBase {
         }
         let mut counts = [0usize; 2];
         for (count, set) in counts.iter_mut().zip([&sets.readers, &sets.writers]) {
-            for obj in set.bind(py).try_iter()? {
-                *count += usize::from(obj?.is_exact_instance_of::<PyBool>());
+            // A copy (list(set), one critical section without a GIL): another thread may
+            // change the set meanwhile, as in `in_stdlib_order`.
+            let snapshot = py.get_type::<PyList>().call1((set.bind(py),))?;
+            for obj in snapshot.cast_into::<PyList>()?.iter() {
+                *count += usize::from(obj.is_exact_instance_of::<PyBool>());
             }
         }
         // (Warning may run Python code: not while the sets are iterated.)
