@@ -8,12 +8,11 @@ No free-threaded 3.14 can be had here, and pyo3 0.29+ builds free-threaded exten
 machine into its cache; skipped, saying so, when the tool is absent), a copy of the crate under
 target/free-threaded/ with `pyo3 = "=0.28"` (the tracked Cargo.toml is never edited), a wheel
 of it for 3.13t in a venv of its own; then a check that importing rselectors leaves the GIL off
-(without PYTHON_GIL=0, which would force it), and SUITES with PYTHON_GIL=0, the thread tests
-with RSELECTORS_SLOW=1 (soak-type and at length). Prints each step's time and each suite's
+(without PYTHON_GIL=0, which would force it), and every test under FOLDERS with PYTHON_GIL=0,
+the thread stress with RSELECTORS_SLOW=1 (soak-type and at length). Prints each step's time and each suite's
 counts; exit status 0 when everything passed.
 """
 
-import glob
 import os
 import re
 import shutil
@@ -33,11 +32,12 @@ PYO3 = "=0.28"
 # hypothesis 6.155.7 is the newest pure-Python release: later ones carry an extension built
 # with pyo3 0.30, which cannot build for 3.13t. pytest as in the project's own venvs.
 TOOLS = ["pytest==9.2.0", "hypothesis==6.155.7", "maturin>=1.9,<2.0"]
-SUITES = ["tests/test_differential.py", "tests/test_diff_*.py", "tests/test_reliability_*.py",
-          "tests/test_cpython_selectors.py"]
-# Run again with RSELECTORS_SLOW=1: its soak-type tests, and its contention tests at length.
-# (The other soak-type tests, single-threaded, stay in .ci/run's slow stage.)
-THREAD_SOAK = "tests/test_reliability_threads.py"
+# Every test file under these folders of tests/ (tests/README.md): the behaviour compared with
+# the stdlib (CPython's test_selectors among it), timeouts, and reliability, threads above all.
+FOLDERS = ["parity", "timeouts", "reliability"]
+# Run on its own with RSELECTORS_SLOW=1: its soak-type tests, and its contention tests at
+# length. (The other soak-type tests, single-threaded, stay in .ci/run's slow stage.)
+THREAD_SOAK = "tests/reliability/test_thread_stress.py"
 CRATE_FILES = ["Cargo.toml", "Cargo.lock", "build.rs", "pyproject.toml", "README.md", "src",
                "python"]
 
@@ -68,12 +68,21 @@ def copy_crate():
     return crate
 
 
+def test_file(classname):
+    """The test file of a JUnit classname ("tests.parity.test_mapping[.TestClass]")."""
+    parts = classname.split(".")
+    for n in range(len(parts), 0, -1):
+        path = "/".join(parts[:n]) + ".py"
+        if os.path.isfile(os.path.join(ROOT, path)):
+            return path
+    return "?"
+
+
 def suite_counts(junit_xml):
     """{test file: [passed, skipped, failed]} from pytest's JUnit XML."""
     counts = {}
     for case in ET.parse(junit_xml).iter("testcase"):
-        path = case.get("classname", "").split(".")
-        name = "/".join(path[:2]) + ".py" if len(path) > 1 else "?"
+        name = test_file(case.get("classname", ""))
         outcome = 2 if case.find("failure") is not None or case.find("error") is not None \
             else 1 if case.find("skipped") is not None else 0
         counts.setdefault(name, [0, 0, 0])[outcome] += 1
@@ -125,9 +134,8 @@ def main():
     if not ok:
         return 1
 
-    suites = sorted({os.path.relpath(path, ROOT) for pattern in SUITES
-                     for path in glob.glob(os.path.join(ROOT, pattern))})
-    runs = [("suites", [s for s in suites if s != THREAD_SOAK], {}),
+    folders = [os.path.join("tests", folder) for folder in FOLDERS]
+    runs = [("suites", folders + ["--ignore", THREAD_SOAK], {}),
             ("thread soak", [THREAD_SOAK], {"RSELECTORS_SLOW": "1"})]
     tests_s, counts = 0.0, {}
     for name, files, extra in runs:

@@ -7,11 +7,11 @@ its own test_selectors (run by .ci/run; not part of `python -m pytest`).
 
 For each version: a fresh venv with pytest, hypothesis and maturin; a wheel built for it
 (release, without LTO: the same code in a third of the build time) and installed there; then
-SUITES run with that venv's Python (its own test_selectors on both modules among them:
-test_cpython_selectors.py). With --asyncio also that version's whole test_asyncio, with
-`selectors` resolving to rselectors, compared test by test with its run on the stdlib
-(tests/cpython/compare_stdlib_suites.py). A version that is not installed fails: asking for
-it is the point. Prints the time of every step; exit status 0 when everything passed.
+every test under FOLDERS with that venv's Python (its own test_selectors on both modules among
+them: parity/test_cpython_selectors.py). With --asyncio also that version's whole test_asyncio,
+with `selectors` resolving to rselectors, compared test by test with its run on the stdlib
+(tests/support/cpython/compare_stdlib_suites.py). A version that is not installed fails:
+asking for it is the point. Prints the time of every step; exit status 0 when everything passed.
 """
 
 import argparse
@@ -25,23 +25,12 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUITES = [
-    "tests/test_differential.py",
-    "tests/test_diff_mapping.py",
-    "tests/test_diff_objects.py",
-    "tests/test_stdlib_names.py",
-    "tests/test_diff_concurrency.py",
-    "tests/test_reliability_signals.py",
-    "tests/test_diff_reentrant.py",
-    "tests/test_diff_timeout_errors.py",
-    "tests/test_diff_fuzz_findings.py",
-    "tests/test_diff_fuzz.py",
-    "tests/test_cpython_selectors.py",
-    "tests/test_runner.py",
-    "tests/test_asyncio_api.py",
-    "tests/test_timeout_precision.py",
-    "tests/test_timer_slack.py",
-]
+# Every test file under these folders of tests/ runs on each version (tests/README.md): the
+# behaviour compared with that version's stdlib (its own test_selectors among it), timeouts,
+# reliability and rselectors' own entry points. consumers/ (CPython's suites of them, gevent:
+# minutes) and platforms/ (one build or OS each) run on the main interpreter only.
+FOLDERS = ["parity", "timeouts", "reliability", "runner"]
+SUITES = [os.path.join("tests", folder) for folder in FOLDERS]
 
 
 def log(msg):
@@ -133,7 +122,8 @@ def run_version(version, with_asyncio, workdir):
     if with_asyncio:
         ok, secs, out = step("%s test_asyncio" % version,
                              [vpython,
-                              os.path.join(ROOT, "tests", "cpython", "compare_stdlib_suites.py"),
+                              os.path.join(ROOT, "tests", "support", "cpython",
+                                           "compare_stdlib_suites.py"),
                               "test.test_asyncio", "-u", "network,cpu", "-j", "4"],
                              2400, env=env)
         report.append("CPython %s: %s" % (version, out.strip().replace("\n", "\n    ")))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Thread stress soak: the reliability suite's thread stress (tests/test_reliability_threads.py)
+"""Thread stress soak: the reliability suite's thread stress (tests/support/thread_stress.py)
 for as long as asked, on each selector class, then the "nothing lost" check.
 
     python benches/soak/thread_soak.py --seconds 300 --mutators 4 --selectors 4
@@ -8,65 +8,11 @@ for as long as asked, on each selector class, then the "nothing lost" check.
 
 import argparse
 import os
-import socket
 import sys
-import threading
-import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "tests"))
-
-from test_reliability_threads import POLL_CONCURRENT, Mutator, SelectLoop  # noqa: E402
-from reliability_support import join_all  # noqa: E402
-
-
-def soak(mod, kind, seconds, n_mut, n_sel, pairs_per):
-    sel = getattr(mod, kind + "Selector")()
-    pairs = []
-    try:
-        for _ in range(n_mut * pairs_per):
-            a, b = socket.socketpair()
-            a.setblocking(False)
-            b.setblocking(False)
-            pairs.append((a, b))
-        owned = {id(a) for a, _ in pairs}
-        stop = threading.Event()
-        muts = [Mutator(sel, pairs[i::n_mut], seed=i, stop=stop) for i in range(n_mut)]
-        loops = [SelectLoop(sel, owned, stop) for _ in range(n_sel)]
-        for t in loops + muts:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        alive = join_all(loops + muts, 30)
-        problems = []
-        if alive:
-            problems.append("deadlock: %r" % alive)
-        for t in muts + loops:
-            problems += ["%s: %r" % (type(t).__name__, e) for e in t.errors]
-        seen = {}
-        for t in loops:
-            for sig, n in t.seen.items():
-                seen[sig] = seen.get(sig, 0) + n
-        allowed = {POLL_CONCURRENT} if kind == "Poll" else set()
-        if set(seen) - allowed:
-            problems.append("unexpected exceptions: %r" % (set(seen) - allowed))
-        expected = {}
-        for m in muts:
-            expected.update(m.expected)
-        for a, b in pairs:
-            b.send(b"y")
-        got = {k.fileobj: (k.events, k.data, ev) for k, ev in sel.select(1)}
-        want = {a: (ev, data, ev) for a, (ev, data) in expected.items()}
-        if got != want:
-            problems.append("lost/extra fds: %d expected, %d reported" % (len(want), len(got)))
-        return dict(kind=kind, seconds=seconds, ops=sum(m.ops for m in muts),
-                    selects=sum(t.calls for t in loops), reported=sum(t.reported for t in loops),
-                    exceptions=seen, problems=problems)
-    finally:
-        sel.close()
-        for a, b in pairs:
-            a.close()
-            b.close()
+# The stress itself is the test suite's (tests/support/thread_stress.py), run longer here.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests"))
+from support.thread_stress import run_stress  # noqa: E402
 
 
 def main(argv=None):
@@ -81,7 +27,12 @@ def main(argv=None):
     mod = __import__(args.module)
     bad = False
     for kind in args.kinds.split(","):
-        r = soak(mod, kind, args.seconds, args.mutators, args.selectors, args.pairs)
+        sel = getattr(mod, kind + "Selector")()
+        try:
+            r = run_stress(sel, kind, args.seconds, args.mutators, args.selectors, args.pairs,
+                           join_timeout=30)
+        finally:
+            sel.close()
         print(r, flush=True)
         bad |= bool(r["problems"])
     print("verdict:", "PROBLEMS" if bad else "ok")

@@ -54,65 +54,19 @@ def run(main, *, debug=None, loop_factory=None):
     Python 3.12 on), else ``rselectors.new_event_loop()``. It cannot be called
     while another asyncio event loop is running in the same thread. When
     ``main`` is done, remaining tasks are cancelled, asynchronous generators
-    finalized and the default executor shut down, and the loop is closed.
-
-    On Python 3.11+ this is ``asyncio.Runner(debug=debug,
-    loop_factory=...).run(main)``; on 3.9 and 3.10, which lack ``Runner``,
-    the same steps as those versions' ``asyncio.run()`` (the loop is also set
-    as the current event loop while ``main`` runs, and unset afterwards).
+    finalized and the default executor shut down, and the loop is closed:
+    ``asyncio.Runner(debug=debug, loop_factory=...).run(main)``.
     """
     import asyncio
 
     if loop_factory is None:
         loop_factory = new_event_loop
+    # asyncio.run()'s own check and message (Runner.run() words it otherwise).
     if asyncio._get_running_loop() is not None:
         raise RuntimeError(
             "asyncio.run() cannot be called from a running event loop")
-    runner_cls = getattr(asyncio, "Runner", None)
-    if runner_cls is not None:
-        with runner_cls(debug=debug, loop_factory=loop_factory) as runner:
-            return runner.run(main)
-    return _run_without_runner(asyncio, main, debug, loop_factory)
-
-
-def _run_without_runner(asyncio, main, debug, loop_factory):
-    """asyncio.run() of Python 3.9/3.10, on a loop from loop_factory()."""
-    if not asyncio.iscoroutine(main):
-        raise ValueError("a coroutine was expected, got {!r}".format(main))
-    loop = loop_factory()
-    try:
-        asyncio.set_event_loop(loop)
-        if debug is not None:
-            loop.set_debug(debug)
-        return loop.run_until_complete(main)
-    finally:
-        try:
-            _cancel_all_tasks(asyncio, loop)
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            shutdown_executor = getattr(loop, "shutdown_default_executor", None)
-            if shutdown_executor is not None:
-                loop.run_until_complete(shutdown_executor())
-        finally:
-            asyncio.set_event_loop(None)
-            loop.close()
-
-
-def _cancel_all_tasks(asyncio, loop):
-    to_cancel = asyncio.all_tasks(loop)
-    if not to_cancel:
-        return
-    for task in to_cancel:
-        task.cancel()
-    loop.run_until_complete(asyncio.gather(*to_cancel, return_exceptions=True))
-    for task in to_cancel:
-        if task.cancelled():
-            continue
-        if task.exception() is not None:
-            loop.call_exception_handler({
-                "message": "unhandled exception during asyncio.run() shutdown",
-                "exception": task.exception(),
-                "task": task,
-            })
+    with asyncio.Runner(debug=debug, loop_factory=loop_factory) as runner:
+        return runner.run(main)
 
 
 _POLICY_DEPRECATED = (

@@ -39,9 +39,8 @@ class _UsageError(Exception):
 
 
 def _program_name():
-    orig = getattr(sys, "orig_argv", None)
-    if orig:
-        return orig[0]
+    if sys.orig_argv:
+        return sys.orig_argv[0]
     return sys.executable or "python"
 
 
@@ -215,10 +214,8 @@ def _run_module(name, args):
     sys.argv[:] = ["-m"] + list(args)  # runpy replaces argv[0] with the path
     _set_path0(os.getcwd())
     _fresh_main_module()
-    if hasattr(runpy, "_run_module_as_main"):
-        # What `python -m` itself calls: runs in sys.modules['__main__'].
-        return runpy._run_module_as_main(name, alter_argv=True)
-    return runpy.run_module(name, run_name="__main__", alter_sys=True)
+    # What `python -m` itself calls: runs in sys.modules['__main__'].
+    return runpy._run_module_as_main(name, alter_argv=True)
 
 
 def _exec_main(code, namespace, set_file=None):

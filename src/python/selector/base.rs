@@ -4,13 +4,12 @@
 //! drop of a Python object (either can run the garbage collector, and a `__del__` could
 //! re-enter); under it Python objects are only cloned (an incref).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::PyBool;
 
 use super::class_rules::{Class, OsSteps};
 use super::entry::Entry;
@@ -41,9 +40,6 @@ pub struct SelectorBase {
     /// Set when the class's `_selector_cls` was replaced: the OS side goes through it
     /// (`os_steps.rs`, `poller.rs`).
     pub(super) poller: OnceLock<CustomPoller>,
-    /// How many registered fds are bools (`True`): a select() selector warns about them
-    /// before each wait. Outside the lock, so that check costs no lock round trip.
-    pub(super) bool_fds: AtomicUsize,
     /// Set by `close()` (under the lock, beside dropping the mapping): `get_map()` answers
     /// None from then on. Outside the lock, so `get_key` checks it without a lock round trip.
     pub(super) closed: AtomicBool,
@@ -65,7 +61,6 @@ impl SelectorBase {
                 mapping: None,
             }),
             poller: OnceLock::new(),
-            bool_fds: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             sets,
         })
@@ -87,25 +82,6 @@ impl SelectorBase {
         match locked {
             Ok(guard) => Ok(guard),
             Err(Reentered) => Err(reentered()),
-        }
-    }
-
-    /// Keeps `bool_fds` in step when a key whose fd is a bool leaves the table.
-    pub(super) fn forget_if_bool(&self, fd_obj: &Bound<'_, PyAny>) {
-        if fd_obj.is_exact_instance_of::<PyBool>() {
-            // One less; a count already at zero stays there rather than wrapping.
-            let mut count = self.bool_fds.load(Ordering::Relaxed);
-            while count > 0 {
-                match self.bool_fds.compare_exchange_weak(
-                    count,
-                    count - 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => break,
-                    Err(now) => count = now,
-                }
-            }
         }
     }
 

@@ -115,12 +115,13 @@ impl SelectorBase {
 
     /// `_BaseSelectorImpl._key_from_fd` (Python 3.12 and older).
     fn _key_from_fd(&self, py: Python<'_>, fd: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyTuple>>> {
-        // `try: return self._fd_to_key[fd] except KeyError: return None`.
-        match hash_as_dict_key(fd) {
-            Err(err) if err.is_instance_of::<PyKeyError>(py) => return Ok(None),
-            other => other?,
+        // `try: return self._fd_to_key[fd] except KeyError: return None`: the hash and the
+        // comparisons (an int subclass's) inside the `try`.
+        let found = hash_as_dict_key(fd).and_then(|()| self.key_for(fd, fd.extract::<u64>().ok()));
+        match found {
+            Err(err) if err.is_instance_of::<PyKeyError>(py) => Ok(None),
+            other => other,
         }
-        self.key_for(fd, fd.extract::<u64>().ok())
     }
 
     /// SelectSelector: whether `_select` is replaced (`rselectors/__init__.py` says so when

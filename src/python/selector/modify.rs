@@ -13,7 +13,7 @@ use super::os_steps::OsStep;
 use crate::backend::{READ, WRITE};
 use crate::python::errors::backend_error;
 use crate::python::events::{differs, differs_natively, events_as_i64, interest_of};
-use crate::python::fd::{is_plain_int, warn_if_bool_fd};
+use crate::python::fd::is_plain_int;
 use crate::python::key::{new_key, BlankKey};
 
 impl SelectorBase {
@@ -64,7 +64,8 @@ impl SelectorBase {
         let mut changed = false;
         if differs(events, &old_events)? {
             let interest = interest_of(events)?;
-            let modified = warn_if_bool_fd(&old_fd)
+            let modified = this
+                .warn_if_bool_fd_natively(&old_fd)
                 .and_then(|()| this.os_watch(&old_fd, fd, interest, OsStep::Modify));
             if let Err(err) = modified {
                 return Err(this.undo_register(fileobj, err));

@@ -15,6 +15,7 @@ use super::entry::{Entry, ReadyList};
 use super::poller::{CustomPoller, SelectorCls};
 use crate::lock::OwnedGuard;
 use crate::python::errors::backend_error;
+use crate::python::fd::warn_if_bool_fd;
 
 /// Which OS step `os_watch` makes.
 #[derive(Clone, Copy)]
@@ -26,6 +27,15 @@ pub(super) enum OsStep {
 }
 
 impl SelectorBase {
+    /// 3.13's "bool is used as a file descriptor" where the select module would warn: at our
+    /// own OS step (a replaced poller, if it is the select module's, warns itself).
+    pub(super) fn warn_if_bool_fd_natively(&self, fd_obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.native() {
+            true => warn_if_bool_fd(fd_obj),
+            false => Ok(()),
+        }
+    }
+
     /// Whether the OS side is the core backend: the fast paths that make their OS call under
     /// the lock, beside the key, apply.
     pub(super) fn native(&self) -> bool {

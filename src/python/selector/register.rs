@@ -15,7 +15,7 @@ use super::os_steps::OsStep;
 use crate::lock::OwnedGuard;
 use crate::python::errors::{backend_error, chain_handled, while_handling};
 use crate::python::events::{check_register_events, events_as_i64, interest_of, wants};
-use crate::python::fd::{hash_as_dict_key, is_plain_int, same_without_python, warn_if_bool_fd};
+use crate::python::fd::{hash_as_dict_key, is_plain_int, same_without_python};
 use crate::python::key::new_key;
 
 impl SelectorBase {
@@ -67,9 +67,6 @@ impl SelectorBase {
                 return Err(Self::already_registered(fileobj, &fd_obj));
             }
             state = self.lock()?;
-        }
-        if is_bool {
-            self.bool_fds.fetch_add(1, Ordering::Relaxed);
         }
         let watched = match native {
             Some(e) => {
@@ -195,8 +192,9 @@ impl SelectorBase {
             return Ok(Ok(()));
         }
         let interest = interest_of(events)?;
-        let watched =
-            warn_if_bool_fd(fd_obj).and_then(|()| self.os_watch(fd_obj, fd, interest, OsStep::Add));
+        let watched = self
+            .warn_if_bool_fd_natively(fd_obj)
+            .and_then(|()| self.os_watch(fd_obj, fd, interest, OsStep::Add));
         Ok(watched)
     }
 
@@ -219,13 +217,12 @@ impl SelectorBase {
             return Err(Self::not_registered(fileobj, Some(Self::missing(&fd_obj))));
         };
         let fd_obj = entry.field(py, 1);
-        self.forget_if_bool(&fd_obj);
         let fd = fd.unwrap_or_default();
         // SelectSelector: `self._readers.discard(key.fd)`, then the same for writers.
         self.discard_from_sets(&fd_obj, fd)?;
         let steps = self.class.steps;
         if steps == OsSteps::PollLike {
-            warn_if_bool_fd(&fd_obj)?;
+            self.warn_if_bool_fd_natively(&fd_obj)?;
         }
         if steps == OsSteps::Filters {
             // KqueueSelector.unregister tests `key.events & EVENT_READ` (an int subclass sees
@@ -333,7 +330,6 @@ impl SelectorBase {
         };
         match removed {
             Some(entry) => {
-                self.forget_if_bool(&entry.field(py, 1));
                 drop(entry);
                 Ok(())
             }

@@ -14,7 +14,7 @@ pub(super) struct SelectSets {
     pub(super) readers: Py<PySet>,
     pub(super) writers: Py<PySet>,
     /// What `select()` must do beyond the OS's answer, in bits (one load for the common
-    /// case, none set): `SUBCLASSED`, `KEYLESS`, `REPLACED`.
+    /// case, none set): `SUBCLASSED`, `KEYLESS`, `REPLACED`, `BOOLS`.
     flags: AtomicU8,
 }
 
@@ -28,6 +28,8 @@ const KEYLESS: u8 = 2;
 /// `_select` is not `select.select` (the class's when the selector was made, or one set on
 /// the instance since: `rselectors/__init__.py`).
 const REPLACED: u8 = 4;
+/// A bool went in: `select.select` warns about each one it is given (3.13+).
+const BOOLS: u8 = 8;
 
 impl SelectSets {
     pub(super) fn new(py: Python<'_>) -> PyResult<Self> {
@@ -69,14 +71,25 @@ impl SelectSets {
         self.has(SUBCLASSED)
     }
 
+    /// Notes that a bool went in.
+    pub(super) fn note_bool(&self) {
+        self.set(BOOLS, true);
+    }
+
+    /// Whether a bool ever went in.
+    pub(super) fn had_bool(&self) -> bool {
+        self.has(BOOLS)
+    }
+
     /// Notes that the sets may hold an fd without a key.
     pub(super) fn note_keyless(&self) {
         self.set(KEYLESS, true);
     }
 
     /// Whether `select()` needs every ready fd, keyed or not, for its order: the sets may
-    /// hold one without a key, or an int subclass (whose hashes the stdlib's steps take).
+    /// hold one without a key, or an int subclass (whose hashes the stdlib's steps take); or
+    /// a bool (its warnings come between the wait's start and its system call).
     pub(super) fn need_every_ready_fd(&self) -> bool {
-        self.has(KEYLESS | SUBCLASSED)
+        self.has(KEYLESS | SUBCLASSED | BOOLS)
     }
 }

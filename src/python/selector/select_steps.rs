@@ -8,13 +8,13 @@ use pyo3::exceptions::PyInterruptedError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyCFunction, PyList, PySet, PyTuple};
+use pyo3::types::{PyBool, PyCFunction, PyList, PySet, PyTuple};
 
 use super::base::SelectorBase;
 use super::entry::{Ready, ReadyList};
 use super::select_sets::SelectSets;
 use crate::backend::{READ, WRITE};
-use crate::python::fd::{hash_as_dict_key, is_plain_int};
+use crate::python::fd::{hash_as_dict_key, is_plain_int, python_3_13, warn_if_bool_fd};
 
 /// What `rselectors/_select.py` hands over at import: its two steps.
 struct Steps {
@@ -78,6 +78,9 @@ impl SelectorBase {
             };
             if !is_plain_int(fd_obj) {
                 sets.note_subclassed();
+            }
+            if fd_obj.is_exact_instance_of::<PyBool>() {
+                sets.note_bool();
             }
             set.bind(py).add(fd_obj)?;
         }
@@ -167,6 +170,34 @@ impl SelectorBase {
             .cast_into::<PyList>()?)
     }
 
+    /// Whether `select()` has bools to warn about first: 3.13's select.select warns for each.
+    pub(super) fn has_bools_to_warn(&self, py: Python<'_>) -> bool {
+        self.sets
+            .as_ref()
+            .is_some_and(|sets| sets.had_bool() && python_3_13(py))
+    }
+
+    /// 3.13's "bool is used as a file descriptor", once for each bool in the readers, then in
+    /// the writers, as `select.select` converts them before its wait.
+    pub(super) fn warn_for_bools_in_sets(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(sets) = self.sets.as_ref().filter(|_| self.has_bools_to_warn(py)) else {
+            return Ok(());
+        };
+        let mut counts = [0usize; 2];
+        for (count, set) in counts.iter_mut().zip([&sets.readers, &sets.writers]) {
+            // A copy (list(set), one critical section without a GIL): another thread may
+            // change the set meanwhile, as in `in_stdlib_order`.
+            for obj in list_of(set.bind(py))?.iter() {
+                *count += usize::from(obj.is_exact_instance_of::<PyBool>());
+            }
+        }
+        // (Warning may run Python code: not while the sets are iterated.)
+        for _ in 0..counts[0] + counts[1] {
+            warn_if_bool_fd(&PyBool::new(py, true))?;
+        }
+        Ok(())
+    }
+
     /// Whether `select()` needs every ready fd, keyed or not, for its order
     /// (`SelectSets::need_every_ready_fd`).
     pub(super) fn needs_every_ready_fd(&self) -> bool {
@@ -214,8 +245,10 @@ impl SelectorBase {
         let (r, w) = (PyList::empty(py), PyList::empty(py));
         let mut plain = !ready.iter().any(subclassed);
         for (set, bit, list) in [(&sets.readers, READ, &r), (&sets.writers, WRITE, &w)] {
-            for obj in set.bind(py).try_iter()? {
-                let obj = obj?;
+            // A copy first, as select.select() takes one (PySequence_Fast): what runs below
+            // may let another thread change the set (always, without a GIL), and a set
+            // iterated meanwhile raises "Set changed size during iteration".
+            for obj in list_of(set.bind(py))?.iter() {
                 if ready_for(&obj, bit) {
                     plain &= is_plain_int(&obj);
                     list.append(obj)?;
@@ -233,20 +266,32 @@ impl SelectorBase {
         // Plain ints: no user code runs in the set operations, only the order matters.
         let walked = PySet::new(py, &r)?.as_any().bitor(PySet::new(py, &w)?)?;
         let mut slots: Vec<Option<Ready>> = ready.into_iter().map(Some).collect();
+        // The slot of each fd, by fd: a select() may find a thousand ready.
+        let mut by_fd: Vec<(u64, usize)> = (slots.iter().enumerate())
+            .filter_map(|(i, slot)| Some((slot.as_ref()?.fd_events()?.0, i)))
+            .collect();
+        by_fd.sort_unstable();
         let mut ordered = ReadyList::new();
         for obj in walked.try_iter()? {
             let Ok(fd) = obj?.extract::<u64>() else {
                 continue;
             };
-            let found = slots.iter_mut().find(|slot| {
-                slot.as_ref()
-                    .and_then(Ready::fd_events)
-                    .is_some_and(|(f, _)| f == fd)
-            });
-            if let Some(item) = found.and_then(Option::take) {
-                ordered.push(item);
+            if let Ok(at) = by_fd.binary_search_by_key(&fd, |&(f, _)| f) {
+                if let Some(item) = slots[by_fd[at].1].take() {
+                    ordered.push(item);
+                }
             }
         }
         Ok(Ordered::Native(ordered))
     }
+}
+
+/// `list(set)`: a copy in the set's order, taken in one critical section on a free-threaded
+/// build, that another thread's changes to the set cannot break while it is walked.
+fn list_of<'py>(set: &Bound<'py, PySet>) -> PyResult<Bound<'py, PyList>> {
+    Ok(set
+        .py()
+        .get_type::<PyList>()
+        .call1((set,))?
+        .cast_into::<PyList>()?)
 }

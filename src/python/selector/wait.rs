@@ -1,20 +1,17 @@
 //! `select()`: the timeout read as the stdlib reads it, then a look (`select(0)`, under the
 //! lock) or a wait without the lock and the GIL, retried after signals by the core.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyList};
+use pyo3::types::PyList;
 
 use super::base::SelectorBase;
-use super::class_rules::OsSteps;
 use super::entry::{Entry, Ready, ReadyList};
 use super::select_steps::Ordered;
 use crate::backend::{AnyWait, Wait};
 use crate::python::errors::{backend_error, os_error};
-use crate::python::fd::warn_if_bool_fd;
 use crate::selector::{wait_with_retries, Look, WaitFailed};
 use crate::timeout::Timing;
 
@@ -47,7 +44,6 @@ impl SelectorBase {
         slf: &Bound<'py, Self>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let py = slf.py();
         let this = slf.get();
         let timing = Timing::now();
         let closed = || this.check_handle_open();
@@ -55,10 +51,28 @@ impl SelectorBase {
         if timeout == Some(Duration::ZERO) {
             return Self::select_now(slf);
         }
-        this.warn_if_bool_fds(py)?;
+        Self::wait_for_ready(slf, timeout, timing)
+    }
+
+    /// The wait of `select(timeout)`, and what it found.
+    fn wait_for_ready<'py>(
+        slf: &Bound<'py, Self>,
+        timeout: Option<Duration>,
+        timing: Timing,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let py = slf.py();
+        let this = slf.get();
         // The error becomes a Python exception only once the lock is released.
         let begun = this.lock()?.core.begin_wait();
         let mut wait = begun.map_err(|err| this.wait_error(py, err))?;
+        // select.select() converted every fd it was given; a bool one warns (3.13+).
+        // (`wait_error`'s own select.select() warned where one could not be.)
+        if let Err(err) = this.warn_for_bools_in_sets(py) {
+            this.lock()?
+                .core
+                .end_wait(wait, false, |_, _| {}, |_, _: &Entry, _| {});
+            return Err(err);
+        }
 
         // Other threads run while this one waits (a zero timeout went to select_now).
         let call = |wait: &mut AnyWait, left| py.detach(|| wait.wait(left));
@@ -98,7 +112,6 @@ impl SelectorBase {
     pub(super) fn select_now<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
         let py = slf.py();
         let this = slf.get();
-        this.warn_if_bool_fds(py)?;
         let select = this.sets.is_some();
         if select && this.needs_every_ready_fd() {
             return Self::select_now_in_set_order(slf);
@@ -122,6 +135,10 @@ impl SelectorBase {
     fn select_now_in_set_order<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyList>> {
         let py = slf.py();
         let this = slf.get();
+        if this.has_bools_to_warn(py) {
+            // Their warnings come between the wait's start and its system call.
+            return Self::wait_for_ready(slf, Some(Duration::ZERO), Timing::now());
+        }
         let mut ready = ReadyList::new();
         let mut all = Vec::new();
         let looked = this.lock()?.core.poll_now(
@@ -153,15 +170,6 @@ impl SelectorBase {
             Ordered::Native(mut ready) => slf.get().ready_list(slf.py(), &mut ready),
             Ordered::Done(list) => Ok(list),
         }
-    }
-
-    /// select.select() converts every fd it is given; a bool one warns (3.13+).
-    #[inline]
-    fn warn_if_bool_fds(&self, py: Python<'_>) -> PyResult<()> {
-        if self.class.steps == OsSteps::Sets && self.bool_fds.load(Ordering::Relaxed) > 0 {
-            warn_if_bool_fd(&PyBool::new(py, true))?;
-        }
-        Ok(())
     }
 
     /// The error of a wait that could not start. A SelectSelector holding an fd `select()`
