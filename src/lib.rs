@@ -1,7 +1,9 @@
 //! rselectors: CPython's `selectors` rebuilt in Rust.
 //!
-//! `table`, `timeout`, `exclusive`, `backend` and `selector` are the platform-neutral core and know nothing
-//! of Python; `python` is the binding that converts between the two.
+//! The core knows nothing of Python: `backend` (one file per OS mechanism), `selector` (what
+//! every selector does over any backend), `table` (the fd -> key table), `timeout`,
+//! `exclusive` (the EPOLLEXCLUSIVE switch), `lock` and `sys`. `python` is the binding that
+//! converts between Python values and the core.
 
 pub mod backend;
 pub mod exclusive;

@@ -8,24 +8,16 @@ use std::time::Duration;
 use crate::backend::{Backend, Error, Wait};
 use crate::sys::{is_interrupted, SharpTimers};
 use crate::table::KeyTable;
-use crate::timeout::{self, Deadline, Remaining, Timeout};
+use crate::timeout::{Deadline, Remaining, Timeout, Timing};
 
 pub struct Selector<B, K> {
     keys: KeyTable<K>,
     backend: B,
 }
 
-/// Why `register` failed; the key comes back so the caller can drop it where it likes.
-#[cfg(test)]
-pub enum RegisterError<K> {
-    AlreadyRegistered(K),
-    Backend(Error, K),
-}
-
 /// The stdlib's `register`, `modify` and `unregister` are steps with user code between them
 /// (`events & EVENT_READ`, `fileno()` again, `__eq__`): the binding calls the steps in the
-/// stdlib's order and runs that code between them, without the selector's lock. `register`
-/// is those steps in one go, for the tests.
+/// stdlib's order and runs that code between them, without the selector's lock.
 impl<B: Backend, K> Selector<B, K> {
     pub fn new(backend: B) -> Self {
         Selector {
@@ -41,18 +33,6 @@ impl<B: Backend, K> Selector<B, K> {
     /// The stored key of `fd`, to update what the binding caches in it.
     pub fn key_mut(&mut self, fd: u64) -> Option<&mut K> {
         self.keys.get_mut(fd)
-    }
-
-    /// Adds the key, then the OS registration; if the OS refuses, the key goes too.
-    #[cfg(test)]
-    pub fn register(&mut self, fd: u64, interest: u8, key: K) -> Result<(), RegisterError<K>> {
-        self.insert_key(fd, key)
-            .map_err(RegisterError::AlreadyRegistered)?;
-        if let Err(err) = self.watch(fd, interest) {
-            let key = self.undo(fd).expect("just inserted");
-            return Err(RegisterError::Backend(err, key));
-        }
-        Ok(())
     }
 
     /// Register's first step: the key goes in, with no OS registration yet (the stdlib puts
@@ -80,13 +60,22 @@ impl<B: Backend, K> Selector<B, K> {
         self.keys.remove(fd)
     }
 
-    /// Removes the key and the OS registration. The OS may have forgotten the fd already
-    /// (it was closed): that error is ignored, as the stdlib ignores it. (The errors the
-    /// stdlib lets through, the binding tells apart beforehand: `os_pop`.)
-    pub fn unregister(&mut self, fd: u64) -> Option<K> {
+    /// Removes the key and the OS registration: the key, and whether the OS let go of a
+    /// registration it held. It may have forgotten the fd already (it was closed), which the
+    /// stdlib ignores for epoll and kqueue; `select.poll` raises KeyError for an fd it does
+    /// not hold (a callback took it between the key and the OS step), which the binding
+    /// raises (`os_refused`).
+    pub fn unregister(&mut self, fd: u64) -> Option<(K, bool)> {
         let key = self.keys.remove(fd)?;
-        let _ = self.backend.remove(fd);
-        Some(key)
+        let held = self.backend.remove(fd).is_ok();
+        Some((key, held))
+    }
+
+    /// Stops watching `fd` for `events` and keeps the rest (SelectSelector's discard from
+    /// one of its sets, which cannot fail).
+    pub fn unwatch(&mut self, fd: u64, events: u8) {
+        let left = self.backend.interest(fd).unwrap_or(0) & !events;
+        let _ = self.backend.modify(fd, left);
     }
 
     /// `self._fd_to_key[fd] = key`: replaces the key of `fd` in place, or adds it when a
@@ -101,11 +90,6 @@ impl<B: Backend, K> Selector<B, K> {
                 None
             }
         }
-    }
-
-    /// What the OS watches `fd` for, where the mechanism keeps that in user space (select).
-    pub fn interest(&self, fd: u64) -> Option<u8> {
-        self.backend.interest(fd)
     }
 
     /// The OS handle (`epoll` fd), when the mechanism has one: an error once closed.
@@ -128,56 +112,120 @@ impl<B: Backend, K> Selector<B, K> {
         self.backend.begin_wait(self.keys.len().max(1))
     }
 
-    pub fn end_wait(&mut self, wait: B::Wait) {
+    /// Ends a wait begun by `begin_wait`: `every` gets each fd it found ready and `keyed`
+    /// each of those that has a key, with it (`found`: the wait returned ready fds), then
+    /// the backend takes back what it lent.
+    pub fn end_wait(
+        &mut self,
+        wait: B::Wait,
+        found: bool,
+        every: impl FnMut(u64, u8),
+        keyed: impl FnMut(u64, &K, u8),
+    ) {
+        if found {
+            wait.for_each_ready(with_keys(&self.keys, every, keyed));
+        }
         self.backend.end_wait(wait);
     }
 
-    /// A zero-timeout wait made in one go: `f` gets each ready fd that has a key.
-    pub fn poll_now(&mut self, f: &mut dyn FnMut(u64, &K, u8)) -> Result<(), Error> {
-        let keys = &self.keys;
-        self.backend.poll_now(keys.len().max(1), &mut |fd, events| {
-            if let Some(key) = keys.get(fd) {
-                f(fd, key, events);
-            }
-        })
+    /// A zero-timeout wait made in one go, under the caller's hold of the selector: `every`
+    /// gets each fd found ready, `keyed` each of those that has a key.
+    pub fn poll_now(
+        &mut self,
+        every: impl FnMut(u64, u8),
+        keyed: impl FnMut(u64, &K, u8),
+    ) -> Result<Look, Error> {
+        let max_events = self.keys.len().max(1);
+        match self
+            .backend
+            .poll_now(max_events, with_keys(&self.keys, every, keyed))
+        {
+            Ok(()) => Ok(Look::Done),
+            // PEP 475 with a zero timeout: the stdlib runs the signal handlers, then retries
+            // with what is left of zero, which is nothing.
+            Err(Error::Os(err)) if is_interrupted(&err) => Ok(Look::Interrupted),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `keyed` gets each of the `ready` fds (found by a replaced `_selector_cls`) that has a
+    /// key, with it.
+    pub fn keyed(
+        &self,
+        ready: impl IntoIterator<Item = (u64, u8)>,
+        keyed: impl FnMut(u64, &K, u8),
+    ) {
+        let mut report = with_keys(&self.keys, |_, _| {}, keyed);
+        for (fd, events) in ready {
+            report(fd, events);
+        }
+    }
+}
+
+/// What a look (`Selector::poll_now`) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// The ready fds were reported.
+    Done,
+    /// EINTR: nothing is ready, once the caller has run the signal handlers (after letting
+    /// go of the selector: they are Python code).
+    Interrupted,
+}
+
+/// Matches a ready fd to its key: `every(fd, events)` for each, then `keyed(fd, key,
+/// events)` for those that have one.
+fn with_keys<'a, K>(
+    keys: &'a KeyTable<K>,
+    mut every: impl FnMut(u64, u8) + 'a,
+    mut keyed: impl FnMut(u64, &K, u8) + 'a,
+) -> impl FnMut(u64, u8) + 'a {
+    move |fd, events| {
+        every(fd, events);
+        if let Some(key) = keys.get(fd) {
+            keyed(fd, key, events);
+        }
     }
 }
 
 /// How a wait with retries ended, when it did not find ready fds.
 pub enum WaitFailed<E> {
-    /// The system call failed, with something other than EINTR.
+    /// The system call failed, with something other than EINTR (or EBADF for a handle
+    /// closed before a retry).
     Os(io::Error),
     /// `interrupted` said to stop (a signal handler raised).
     Stopped(E),
 }
 
-/// PEP 475 around one wait: `call(wait, timeout)` makes the system call (the binding runs it
-/// without the GIL, and may refuse a retry with an error of its own); after EINTR
-/// `interrupted()` runs the signal handlers (an error stops the wait), then, unless the time
-/// is up, `call` is made again for what is left of `timeout`, with the stdlib's rounding for
-/// `poll_like` waits. A call of up to 10 ms runs with the thread's timer slack lowered and
-/// put back before anything else runs (`timeout::sharpens`, `SharpTimers`), for what is left
-/// of the deadline after those system calls; such a wait first looks, with a zero timeout
-/// made here, so that one that finds an fd ready at once makes no more system calls than
-/// `select(0)`. `Ok(true)`: the call (or the look) returned (`for_each_ready` has the fds);
-/// `Ok(false)`: the time ran out, nothing ready.
+/// PEP 475 around one wait, as the stdlib's C waits retry: `call(wait, timeout)` makes the
+/// system call (the binding runs it without the GIL); after EINTR `interrupted()` runs the
+/// signal handlers (an error stops the wait), then, unless the time is up, `call` is made
+/// again for what is left of `timeout`, rounded up to milliseconds where `retry_in_millis`
+/// (`Timing::poll_like_retry`). The retry is on the selector's own handle, as the stdlib's:
+/// if a handler closed it (a SIGTERM handler calling close()), the retry fails with EBADF,
+/// though this wait still holds the fd open. A call of up to 10 ms runs with the thread's
+/// timer slack lowered and put back before anything else runs (`Timing::sharpens`,
+/// `SharpTimers`), for what is left of the deadline after those system calls; such a wait
+/// first looks, with a zero timeout made here, so that one that finds an fd ready at once
+/// makes no more system calls than `select(0)`. `Ok(true)`: the call (or the look) returned
+/// (`end_wait` reports the fds); `Ok(false)`: the time ran out, nothing ready.
 pub fn wait_with_retries<W: Wait, E>(
     wait: &mut W,
     timeout: Timeout,
-    poll_like: bool,
-    mut call: impl FnMut(&mut W, Timeout) -> Result<(), WaitFailed<E>>,
+    timing: Timing,
+    retry_in_millis: bool,
+    mut call: impl FnMut(&mut W, Timeout) -> io::Result<()>,
     mut interrupted: impl FnMut() -> Result<(), E>,
 ) -> Result<bool, WaitFailed<E>> {
     let deadline = Deadline::after(timeout);
     let mut left = timeout;
     // An error of the look's is left for the wait to meet and report.
-    if timeout::sharpens(timeout) && wait.wait(Some(Duration::ZERO)).is_ok() && wait.found_any() {
+    if timing.sharpens(timeout) && wait.wait(Some(Duration::ZERO)).is_ok() && wait.found_any() {
         return Ok(true);
     }
     let mut first = true;
     loop {
         let called = {
-            let short = timeout::sharpens(left);
+            let short = timing.sharpens(left);
             let _sharp = short.then(SharpTimers::begin).flatten();
             if short {
                 // The look and the slack's system calls took some of the wait's time. The
@@ -189,21 +237,25 @@ pub fn wait_with_retries<W: Wait, E>(
                     _ => return Ok(false),
                 };
             }
+            if !first && wait.handle_closed() {
+                let ebadf = io::Error::from_raw_os_error(libc::EBADF);
+                return Err(WaitFailed::Os(ebadf));
+            }
             first = false;
             call(wait, left)
         };
         match called {
             Ok(()) => return Ok(true),
-            Err(WaitFailed::Os(err)) if is_interrupted(&err) => {
+            Err(err) if is_interrupted(&err) => {
                 interrupted().map_err(WaitFailed::Stopped)?;
                 left = match deadline.remaining() {
                     Remaining::Forever => None,
-                    Remaining::Left(d) if poll_like => Some(timeout::poll_like_retry(d)),
+                    Remaining::Left(d) if retry_in_millis => Some(timing.poll_like_retry(d)),
                     Remaining::Left(d) => Some(d),
                     Remaining::Expired => return Ok(false),
                 };
             }
-            Err(err) => return Err(err),
+            Err(err) => return Err(WaitFailed::Os(err)),
         }
     }
 }
@@ -212,19 +264,46 @@ pub fn wait_with_retries<W: Wait, E>(
 mod tests {
     use super::*;
     use crate::backend::epoll::Epoll;
+    use crate::backend::poll::Poll;
     use crate::backend::test_support::socket_pair;
     use crate::backend::{Wait, READ, WRITE};
     use std::os::fd::AsRawFd;
     use std::time::Duration;
 
+    /// `register` as the binding makes it: the key, then the OS registration; a refusal
+    /// takes the key back (the binding finds it again through `fileno()`).
+    fn register<B: Backend, K>(
+        sel: &mut Selector<B, K>,
+        fd: u64,
+        interest: u8,
+        key: K,
+    ) -> Result<(), Error> {
+        if sel.insert_key(fd, key).is_err() {
+            panic!("fd {fd} is registered already");
+        }
+        sel.watch(fd, interest).inspect_err(|_| {
+            sel.undo(fd).expect("just inserted");
+        })
+    }
+
     #[test]
     fn a_refused_registration_leaves_no_key() {
         let mut sel = Selector::new(Epoll::new().unwrap());
         assert!(matches!(
-            sel.register(999_999, READ, "k"),
-            Err(RegisterError::Backend(Error::Os(_), "k"))
+            register(&mut sel, 999_999, READ, "k"),
+            Err(Error::Os(_))
         ));
         assert!(sel.keys().is_empty());
+    }
+
+    #[test]
+    fn a_second_key_for_one_fd_comes_back() {
+        let (_a, b) = socket_pair();
+        let fd = b.as_raw_fd() as u64;
+        let mut sel = Selector::new(Epoll::new().unwrap());
+        register(&mut sel, fd, READ, "k").unwrap();
+        assert_eq!(sel.insert_key(fd, "again"), Err("again"));
+        assert_eq!(sel.keys().get(fd), Some(&"k"));
     }
 
     #[test]
@@ -232,40 +311,68 @@ mod tests {
         let (a, b) = socket_pair();
         let fd = b.as_raw_fd() as u64;
         let mut sel = Selector::new(Epoll::new().unwrap());
-        sel.register(fd, READ, "k").ok().unwrap();
-        assert!(matches!(
-            sel.register(fd, READ, "again"),
-            Err(RegisterError::AlreadyRegistered("again"))
-        ));
+        register(&mut sel, fd, READ, "k").unwrap();
         drop(b);
         let err = sel.modify_interest(fd, WRITE).unwrap_err();
         assert!(matches!(err, Error::Os(_)));
-        assert_eq!(
-            sel.keys().len(),
-            1,
-            "the binding drops the key, through fileno()"
-        );
+        assert_eq!(sel.keys().len(), 1, "the binding drops the key");
+        assert_eq!(sel.undo(fd), Some("k"));
         // Unregistering an fd the OS no longer knows still hands the key back.
         let afd = a.as_raw_fd() as u64;
-        sel.register(afd, READ, "a").ok().unwrap();
+        register(&mut sel, afd, READ, "a").unwrap();
         drop(a);
-        assert_eq!(sel.unregister(afd), Some("a"));
+        assert_eq!(sel.unregister(afd), Some(("a", false)), "the OS forgot it");
         assert_eq!(sel.unregister(afd), None);
     }
 
     #[test]
-    fn close_hands_back_every_key() {
-        let (a, _b) = socket_pair();
+    fn store_key_replaces_in_place_or_adds_back() {
+        let (_a, b) = socket_pair();
+        let fd = b.as_raw_fd() as u64;
         let mut sel = Selector::new(Epoll::new().unwrap());
-        sel.register(a.as_raw_fd() as u64, WRITE, 1).ok().unwrap();
+        register(&mut sel, fd, READ, "old").unwrap();
+        assert_eq!(sel.store_key(fd, "new"), Some("old"));
+        assert_eq!(sel.unregister(fd), Some(("new", true)));
+        // A callback unregistered it meanwhile: stored back, as a dict store does.
+        assert_eq!(sel.store_key(fd, "back"), None);
+        assert_eq!(sel.keys().get(fd), Some(&"back"));
+    }
+
+    #[test]
+    fn waits_report_ready_fds_with_their_keys_and_close_hands_back_every_key() {
+        let (a, _b) = socket_pair();
+        let (c, _d) = socket_pair();
+        let (afd, cfd) = (a.as_raw_fd() as u64, c.as_raw_fd() as u64);
+        // poll() reports every fd it holds, whatever the number of keys.
+        let mut sel = Selector::new(Poll::new());
+        register(&mut sel, afd, WRITE, 1).unwrap();
+        register(&mut sel, cfd, WRITE, 2).unwrap();
+        // An fd watched by the OS whose key a callback took: reported, but with no key.
+        sel.undo(cfd);
+        let (mut every, mut keyed) = (Vec::new(), Vec::new());
+        let looked = sel.poll_now(|fd, _| every.push(fd), |fd, k, ev| keyed.push((fd, *k, ev)));
+        assert_eq!(looked.unwrap(), Look::Done);
+        every.sort();
+        assert_eq!(every, {
+            let mut both = vec![afd, cfd];
+            both.sort();
+            both
+        });
+        assert_eq!(keyed, vec![(afd, 1, WRITE)]);
+
         let mut wait = sel.begin_wait().unwrap();
         wait.wait(Some(Duration::ZERO)).unwrap();
         let mut seen = Vec::new();
-        wait.for_each_ready(&mut |fd, ev| seen.push((fd, ev)));
-        sel.end_wait(wait);
-        assert_eq!(seen, vec![(a.as_raw_fd() as u64, WRITE)]);
+        sel.end_wait(wait, true, |_, _| {}, |fd, k, ev| seen.push((fd, *k, ev)));
+        assert_eq!(seen, vec![(afd, 1, WRITE)]);
+        let wait = sel.begin_wait().unwrap();
+        sel.end_wait(wait, false, |_, _| panic!("not found"), |_, _, _| panic!());
+
+        sel.keyed([(cfd, READ), (afd, READ)], |fd, k, ev| {
+            assert_eq!((fd, *k, ev), (afd, 1, READ))
+        });
         assert_eq!(sel.close().len(), 1);
-        assert!(matches!(sel.begin_wait(), Err(Error::Closed(_))));
+        assert!(sel.keys().is_empty());
     }
 
     /// A wait that makes no system call (the test's `call` is the wait), counting the looks
@@ -274,6 +381,7 @@ mod tests {
     struct NoWait {
         ready: bool,
         looks: usize,
+        closed: bool,
     }
 
     impl Wait for NoWait {
@@ -287,11 +395,19 @@ mod tests {
             Ok(())
         }
 
-        fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+        fn for_each_ready(&self, mut f: impl FnMut(u64, u8)) {
             if self.ready {
                 f(7, READ);
             }
         }
+
+        fn handle_closed(&self) -> bool {
+            self.closed
+        }
+    }
+
+    fn eintr() -> io::Error {
+        io::Error::from_raw_os_error(libc::EINTR)
     }
 
     #[test]
@@ -304,12 +420,13 @@ mod tests {
             let called = wait_with_retries(
                 &mut NoWait::default(),
                 Some(timeout),
+                Timing::now(),
                 false,
-                |_, _| -> Result<(), WaitFailed<()>> {
+                |_, _| {
                     seen.push(get());
                     Ok(())
                 },
-                || Ok(()),
+                || Ok::<(), ()>(()),
             );
             assert!(matches!(called, Ok(true)));
         }
@@ -320,10 +437,11 @@ mod tests {
         let stopped = wait_with_retries(
             &mut NoWait::default(),
             Some(us(5_000)),
+            Timing::now(),
             true,
-            |_, left| -> Result<(), WaitFailed<&str>> {
+            |_, left| {
                 calls.push((get(), left));
-                Err(WaitFailed::Os(io::Error::from_raw_os_error(libc::EINTR)))
+                Err(eintr())
             },
             || {
                 in_handlers.push(get());
@@ -349,12 +467,13 @@ mod tests {
             wait_with_retries(
                 &mut NoWait::default(),
                 timeout,
+                Timing::now(),
                 true,
-                |_, _| -> Result<(), WaitFailed<()>> {
+                |_, _| {
                     assert_eq!(get(), 77_777);
                     Ok(())
                 },
-                || Ok(()),
+                || Ok::<(), ()>(()),
             )
             .ok()
             .unwrap();
@@ -367,21 +486,75 @@ mod tests {
         for (timeout, looks, calls) in [(5_000, 1, 0), (10_001, 0, 1)] {
             let mut wait = NoWait {
                 ready: true,
-                looks: 0,
+                ..NoWait::default()
             };
             let mut called = 0;
             let waited = wait_with_retries(
                 &mut wait,
                 Some(Duration::from_micros(timeout)),
+                Timing::now(),
                 true,
-                |_, _| -> Result<(), WaitFailed<()>> {
+                |_, _| {
                     called += 1;
                     Ok(())
                 },
-                || Ok(()),
+                || Ok::<(), ()>(()),
             );
             assert!(matches!(waited, Ok(true)));
             assert_eq!((wait.looks, called), (looks, calls), "{timeout} us");
         }
+    }
+
+    #[test]
+    fn a_retry_after_a_handler_closed_the_handle_fails_with_ebadf() {
+        let mut wait = NoWait::default();
+        let mut calls = 0;
+        let waited = wait_with_retries(
+            &mut wait,
+            None,
+            Timing::now(),
+            false,
+            |wait, _| {
+                calls += 1;
+                // The signal handler, run after this EINTR, closes the selector.
+                wait.closed = true;
+                Err(eintr())
+            },
+            || Ok::<(), ()>(()),
+        );
+        match waited {
+            Err(WaitFailed::Os(err)) => assert_eq!(err.raw_os_error(), Some(libc::EBADF)),
+            _ => panic!("expected EBADF"),
+        }
+        assert_eq!(calls, 1, "no second system call");
+    }
+
+    #[test]
+    fn an_interrupted_look_reports_nothing() {
+        struct Interrupted;
+        impl Backend for Interrupted {
+            type Wait = NoWait;
+            fn add(&mut self, _: u64, _: u8) -> Result<(), Error> {
+                Ok(())
+            }
+            fn modify(&mut self, _: u64, _: u8) -> Result<(), Error> {
+                Ok(())
+            }
+            fn remove(&mut self, _: u64) -> Result<(), Error> {
+                Ok(())
+            }
+            fn begin_wait(&mut self, _: usize) -> Result<NoWait, Error> {
+                Ok(NoWait::default())
+            }
+            fn end_wait(&mut self, _: NoWait) {}
+            fn poll_now(&mut self, _: usize, _: impl FnMut(u64, u8)) -> Result<(), Error> {
+                Err(Error::Os(eintr()))
+            }
+            fn close(&mut self) {}
+        }
+        let mut sel = Selector::new(Interrupted);
+        sel.insert_key(7, ()).unwrap();
+        let looked = sel.poll_now(|_, _| panic!("nothing"), |_, _, _| panic!("nothing"));
+        assert_eq!(looked.unwrap(), Look::Interrupted);
     }
 }

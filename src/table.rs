@@ -55,22 +55,6 @@ impl<K> KeyTable<K> {
         (pos != EMPTY).then_some(pos as usize)
     }
 
-    fn set_position(&mut self, fd: u64, pos: u32) {
-        if fd < DENSE_LIMIT {
-            let i = fd as usize;
-            if i >= self.dense.len() {
-                // Only up to the highest fd: spare capacity nothing writes to costs no memory.
-                grow(&mut self.dense, i + 1);
-                self.dense.resize(i + 1, EMPTY);
-            }
-            self.dense[i] = pos;
-        } else if pos == EMPTY {
-            self.sparse.remove(&fd);
-        } else {
-            self.sparse.insert(fd, pos);
-        }
-    }
-
     pub fn contains(&self, fd: u64) -> bool {
         self.position(fd).is_some()
     }
@@ -88,9 +72,35 @@ impl<K> KeyTable<K> {
     /// Adds `key` for `fd` at the end of the registration order. Returns the key back when
     /// the fd is already registered.
     pub fn insert(&mut self, fd: u64, key: K) -> Result<(), K> {
-        if self.contains(fd) {
-            return Err(key);
+        // The fd's index slot is found once, for the check and the store.
+        if fd < DENSE_LIMIT {
+            let i = fd as usize;
+            match self.dense.get(i) {
+                Some(&pos) if pos != EMPTY => return Err(key),
+                Some(_) => {}
+                None => {
+                    // Only up to the highest fd: spare capacity nothing writes to costs no
+                    // memory.
+                    grow(&mut self.dense, i + 1);
+                    self.dense.resize(i + 1, EMPTY);
+                }
+            }
+            let pos = self.push(fd, key);
+            self.dense[i] = pos;
+        } else {
+            if self.sparse.contains_key(&fd) {
+                return Err(key);
+            }
+            let pos = self.push(fd, key);
+            self.sparse.insert(fd, pos);
         }
+        Ok(())
+    }
+
+    /// Appends an entry (squeezing out the holes first when they outnumber the live ones)
+    /// and gives its position, for the caller to index.
+    #[inline]
+    fn push(&mut self, fd: u64, key: K) -> u32 {
         if self.entries.len() - self.len > self.len.max(8) {
             self.compact();
         }
@@ -98,9 +108,8 @@ impl<K> KeyTable<K> {
         let pos32 = u32::try_from(pos).expect("more than 4 billion registrations");
         grow(&mut self.entries, pos + 1);
         self.entries.push(Some((fd, key)));
-        self.set_position(fd, pos32);
         self.len += 1;
-        Ok(())
+        pos32
     }
 
     /// Replaces the key of a registered fd in place (keeps its registration order).
@@ -115,10 +124,20 @@ impl<K> KeyTable<K> {
     }
 
     pub fn remove(&mut self, fd: u64) -> Option<K> {
-        let pos = self.position(fd)?;
-        self.set_position(fd, EMPTY);
+        // The fd's index slot is found once, for the check and the clearing.
+        let pos = if fd < DENSE_LIMIT {
+            let slot = self.dense.get_mut(fd as usize)?;
+            if *slot == EMPTY {
+                return None;
+            }
+            std::mem::replace(slot, EMPTY)
+        } else {
+            self.sparse.remove(&fd)?
+        };
         self.len -= 1;
-        let (_, key) = self.entries[pos].take().expect("indexed slot is live");
+        let (_, key) = self.entries[pos as usize]
+            .take()
+            .expect("indexed slot is live");
         if self.len == 0 {
             self.entries.clear();
         }
@@ -136,9 +155,14 @@ impl<K> KeyTable<K> {
 
     fn compact(&mut self) {
         self.entries.retain(Option::is_some);
-        for pos in 0..self.entries.len() {
-            let fd = self.entries[pos].as_ref().expect("retained").0;
-            self.set_position(fd, pos as u32);
+        for (pos, entry) in self.entries.iter().enumerate() {
+            let fd = entry.as_ref().expect("retained").0;
+            // Every fd here is indexed already: its slot exists.
+            if fd < DENSE_LIMIT {
+                self.dense[fd as usize] = pos as u32;
+            } else {
+                self.sparse.insert(fd, pos as u32);
+            }
         }
     }
 

@@ -6,12 +6,13 @@
 //! the millisecond switch is on, which restores the stdlib's round-up to whole milliseconds.
 //! A backend takes a whole number of milliseconds as the signal to use the millisecond call.
 //! Waits of up to 10 ms, of every kind, run with the thread's timer slack lowered
-//! (`sharpens`), unless the switch is on.
+//! (`Timing::sharpens`), unless the switch is on. The switch is read once per `select()`
+//! (`Timing`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::{Probe, SharpTimers};
+use crate::sys::SharpTimers;
 
 /// How long one wait may block: `None` blocks until an fd is ready.
 pub type Timeout = Option<Duration>;
@@ -96,23 +97,54 @@ pub fn set_millisecond_timeouts(on: bool) {
     MS_TIMEOUTS.store(on, Ordering::Relaxed);
 }
 
-/// The wait a Poll or Epoll selector makes for `secs`, given the stdlib's millisecond wait
-/// for it (which already passed the stdlib's range checks): that one under the switch, else
-/// `secs` rounded up to nanoseconds (never more than the stdlib's).
-pub fn poll_like_wait(secs: f64, stdlib_ms: Duration) -> Duration {
-    if millisecond_timeouts() {
-        return stdlib_ms;
-    }
-    select_nanos(secs).map_or(stdlib_ms, |ns| ns.min(stdlib_ms))
+/// How one `select()` is timed, as the millisecond switch says when the call begins: read
+/// once, so that a switch flipped meanwhile never mixes the two ways in one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Under the switch: the stdlib's whole milliseconds for Poll and Epoll waits, and the
+    /// thread's own timer slack for every wait.
+    stdlib_millis: bool,
 }
 
-/// What is left of a Poll or Epoll wait after EINTR, as the retry passes it: the stdlib
-/// rounds the remaining time up to milliseconds, and so does the switch.
-pub fn poll_like_retry(left: Duration) -> Duration {
-    if millisecond_timeouts() {
-        Duration::from_millis(left.as_nanos().div_ceil(1_000_000) as u64)
-    } else {
-        left
+impl Timing {
+    /// As the switch says now.
+    pub fn now() -> Self {
+        Timing {
+            stdlib_millis: millisecond_timeouts(),
+        }
+    }
+
+    /// The wait a Poll or Epoll selector makes for `secs`, given the stdlib's millisecond
+    /// wait for it (which already passed the stdlib's range checks): that one under the
+    /// switch, else `secs` rounded up to nanoseconds (never more than the stdlib's).
+    pub fn poll_like_wait(self, secs: f64, stdlib_ms: Duration) -> Duration {
+        if self.stdlib_millis {
+            return stdlib_ms;
+        }
+        select_nanos(secs).map_or(stdlib_ms, |ns| ns.min(stdlib_ms))
+    }
+
+    /// What is left of a Poll or Epoll wait after EINTR, as the retry passes it: the stdlib
+    /// rounds the remaining time up to milliseconds, and so does the switch.
+    pub fn poll_like_retry(self, left: Duration) -> Duration {
+        if self.stdlib_millis {
+            Duration::from_millis(left.as_nanos().div_ceil(1_000_000) as u64)
+        } else {
+            left
+        }
+    }
+
+    /// True when a wait of `timeout` is to run with the lowered slack: short enough, the
+    /// switch off (under it, waits are the stdlib's, and the slack is left alone), and an OS
+    /// whose slack can be lowered. A look (zero), a long wait and a wait without end are
+    /// not.
+    pub fn sharpens(self, timeout: Timeout) -> bool {
+        match timeout {
+            Some(d) => {
+                !d.is_zero() && d <= SHARP_UP_TO && !self.stdlib_millis && SharpTimers::available()
+            }
+            None => false,
+        }
     }
 }
 
@@ -131,35 +163,12 @@ pub fn to_timespec(d: Duration) -> libc::timespec {
     }
 }
 
-/// Whether `epoll_pwait2` (Linux 5.11+) works here, learnt from its first call: a kernel
-/// without it says ENOSYS, a seccomp filter that refuses it ENOSYS or EPERM. Once it failed,
-/// epoll waits stay with `epoll_wait` and whole milliseconds for the life of the process.
-pub static EPOLL_PWAIT2: Probe = Probe::new("missing");
-
-/// The errors by which `epoll_pwait2` is missing rather than failing.
-pub fn epoll_pwait2_missing(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
-}
-
 /// Waits this short or shorter are made with the thread's timer slack lowered to 1 ns
 /// (`SharpTimers`). The slack (50 us by default) is most of a sub-millisecond wait's lateness
 /// and 5% of a 1 ms one; at 10 ms it is 0.5%, and longer waits are not worth four more
 /// system calls (a look and three `prctl`; from 50 ms on, the kernel's own margin, a
 /// thousandth of the wait, is larger than the slack anyway).
 pub const SHARP_UP_TO: Duration = Duration::from_millis(10);
-
-/// True when a wait of `timeout` is to run with the lowered slack: short enough, the
-/// millisecond switch off (under it, waits are the stdlib's, and the slack is left alone),
-/// and an OS whose slack can be lowered. A look (zero), a long wait and a wait without end
-/// are not.
-pub fn sharpens(timeout: Timeout) -> bool {
-    match timeout {
-        Some(d) => {
-            !d.is_zero() && d <= SHARP_UP_TO && !millisecond_timeouts() && SharpTimers::available()
-        }
-        None => false,
-    }
-}
 
 /// A wait's end, fixed before the first system call so EINTR retries wait only what is left.
 #[derive(Debug, Clone, Copy)]
@@ -267,21 +276,38 @@ mod tests {
 
     #[test]
     fn poll_like_waits_keep_nanoseconds_unless_switched() {
+        let (precise, stdlib_millis) = (
+            Timing {
+                stdlib_millis: false,
+            },
+            Timing {
+                stdlib_millis: true,
+            },
+        );
         let stdlib = poll_millis(0.0002).unwrap();
         assert_eq!(stdlib, Duration::from_millis(1));
-        assert_eq!(poll_like_wait(0.0002, stdlib), Duration::from_micros(200));
+        assert_eq!(
+            precise.poll_like_wait(0.0002, stdlib),
+            Duration::from_micros(200)
+        );
+        assert_eq!(stdlib_millis.poll_like_wait(0.0002, stdlib), stdlib);
         // Never longer than the stdlib's wait, so a whole millisecond stays whole.
         assert_eq!(
-            poll_like_wait(0.001, poll_millis(0.001).unwrap()),
+            precise.poll_like_wait(0.001, poll_millis(0.001).unwrap()),
             Duration::from_millis(1)
         );
         assert!(whole_millis(Duration::from_millis(3)) && !whole_millis(Duration::from_nanos(1)));
         let ts = to_timespec(Duration::new(2, 5));
         assert_eq!((ts.tv_sec, ts.tv_nsec), (2, 5));
         assert_eq!(
-            poll_like_retry(Duration::from_nanos(1)),
+            precise.poll_like_retry(Duration::from_nanos(1)),
             Duration::from_nanos(1)
         );
+        assert_eq!(
+            stdlib_millis.poll_like_retry(Duration::from_nanos(1)),
+            Duration::from_millis(1)
+        );
+        assert!(!stdlib_millis.sharpens(Some(Duration::from_micros(500))));
     }
 
     #[test]

@@ -98,7 +98,7 @@ def _is_native(func):
 # the stdlib's own steps, as are ready fds given as int subclasses.
 from . import _select  # noqa: E402
 
-_rselectors._set_select_steps(_select.select_through, _select.ready_keys)
+_rselectors._set_select_steps(_select.after_select, _select.ready_keys)
 
 
 def _is_native_select(func):

@@ -1,26 +1,19 @@
-"""SelectSelector's Python-level steps around its wait, as the running version's selectors.py
-writes them, for the cases where user code can watch them: a replaced `_select` (gevent's,
-eventlet's, a test's), and ready fds given as int subclasses, whose `__hash__` and `__eq__`
-the stdlib's sets and dict call. The Rust side calls these with its `_readers` and
-`_writers` sets (it keeps them as the stdlib does); plain fds never come here.
+"""SelectSelector's Python-level steps after its wait, as the running version's selectors.py
+writes them, for the cases where user code can watch them: the answer of a replaced
+`_select` (gevent's, eventlet's, a test's; the Rust side calls it, as it calls a replaced
+`_selector_cls`), and ready fds given as int subclasses, whose `__hash__` and `__eq__` the
+stdlib's sets and dict call. Plain fds never come here.
 """
 
 import sys
 
-# selectors.EVENT_READ and EVENT_WRITE.
-EVENT_READ = 1
-EVENT_WRITE = 2
+# The package has them from _rselectors before it imports this module.
+from . import EVENT_READ, EVENT_WRITE
 
 
-def select_through(selector, readers, writers, timeout, key_get):
-    """`SelectSelector.select(timeout)` whose `_select` is not `select.select`. `key_get(fd)`
-    is `selector._fd_to_key.get(fd)`."""
-    timeout = None if timeout is None else max(timeout, 0)
-    ready = []
-    try:
-        r, w, _ = selector._select(readers, writers, [], timeout)
-    except InterruptedError:
-        return ready
+def after_select(selector, result, key_get):
+    """The rest of `select()` once a replaced `_select` returned `result`."""
+    r, w, _ = result
     return ready_keys(selector, r, w, key_get)
 
 

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::handle::{Lent, OsHandle};
@@ -108,7 +108,7 @@ impl<M: Mechanism> Backend for EventQueue<M> {
         }
     }
 
-    fn poll_now(&mut self, max_events: usize, f: &mut dyn FnMut(u64, u8)) -> Result<()> {
+    fn poll_now(&mut self, max_events: usize, f: impl FnMut(u64, u8)) -> Result<()> {
         // The caller holds the selector, so close() cannot run: no need to lend the fd.
         let queue = self.queue.raw()?;
         let max_events = self
@@ -138,11 +138,15 @@ pub struct EventWait<M: Mechanism> {
 
 impl<M: Mechanism> Wait for EventWait<M> {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
-        let queue = self.queue.fd.as_raw_fd();
+        let queue = self.queue.raw();
         wait_into::<M>(queue, &mut self.events, self.max_events, timeout)
     }
 
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+    fn handle_closed(&self) -> bool {
+        self.queue.closed()
+    }
+
+    fn for_each_ready(&self, f: impl FnMut(u64, u8)) {
         report::<M>(&self.events, f);
     }
 
@@ -152,7 +156,7 @@ impl<M: Mechanism> Wait for EventWait<M> {
 }
 
 /// Hands each event the kernel handed over to `f`.
-fn report<M: Mechanism>(ready: &[M::Event], f: &mut dyn FnMut(u64, u8)) {
+fn report<M: Mechanism>(ready: &[M::Event], mut f: impl FnMut(u64, u8)) {
     for event in ready {
         let (fd, events) = M::ready(event);
         f(fd, events);

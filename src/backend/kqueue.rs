@@ -11,7 +11,7 @@ use super::event_queue::{EventQueue, Mechanism};
 use super::handle::OsHandle;
 use super::{Result, READ, WRITE};
 use crate::sys::syscall;
-use crate::timeout::Timeout;
+use crate::timeout::{to_timespec, Timeout};
 use ffi::{kevent, EVFILT_READ, EVFILT_WRITE, EV_ADD, EV_DELETE};
 
 /// The kqueue API: the C library's on the BSDs and macOS, libkqueue's on Linux. The casts are
@@ -179,10 +179,7 @@ impl Mechanism for KqueueFilters {
         events: &mut [MaybeUninit<Kevent>],
         timeout: Timeout,
     ) -> io::Result<usize> {
-        let ts = timeout.map(|d| libc::timespec {
-            tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_nsec: d.subsec_nanos() as _,
-        });
+        let ts = timeout.map(to_timespec);
         let ts_ptr = ts
             .as_ref()
             .map_or(std::ptr::null(), |ts| ts as *const libc::timespec);

@@ -78,7 +78,7 @@ pub trait Backend: Send {
     /// A wait with a zero timeout, made while the caller holds the selector: it cannot block,
     /// so a mechanism may skip the lending that `begin_wait` does. `f` sees the ready fds as
     /// `for_each_ready` shows them; EINTR comes back as an error.
-    fn poll_now(&mut self, max_events: usize, f: &mut dyn FnMut(u64, u8)) -> Result<()> {
+    fn poll_now(&mut self, max_events: usize, f: impl FnMut(u64, u8)) -> Result<()> {
         let mut wait = self.begin_wait(max_events)?;
         let result = wait.wait(Some(Duration::ZERO));
         if result.is_ok() {
@@ -107,33 +107,90 @@ pub trait Wait: Send {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()>;
     /// Calls `f(fd, events)` for each fd the last `wait` found ready, in the kernel's order,
     /// with `events` a mask of `READ`/`WRITE` mapped as the stdlib maps it.
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8));
+    fn for_each_ready(&self, f: impl FnMut(u64, u8));
     /// True when the last `wait` found an fd ready.
     fn found_any(&self) -> bool {
         let mut any = false;
         self.for_each_ready(&mut |_, _| any = true);
         any
     }
+    /// True once the selector's `close()` let go of the OS handle this wait keeps open.
+    fn handle_closed(&self) -> bool {
+        false
+    }
 }
 
-/// The stdlib's mapping of `poll`/`epoll` bits: anything but "readable" counts as writable and
-/// anything but "writable" as readable, so hang-ups and errors wake both kinds of waiter.
-#[cfg(unix)]
-fn poll_like_events(revents: u32, readable: u32, writable: u32) -> u8 {
-    let mut events = 0;
-    if revents & !readable != 0 {
-        events |= WRITE;
-    }
-    if revents & !writable != 0 {
-        events |= READ;
-    }
-    events
+/// How a poll-like mechanism writes `READ` and `WRITE`: its readable and writable bits
+/// (poll's, epoll's, and those a replaced `_selector_cls` of their classes takes).
+#[derive(Debug, Clone, Copy)]
+pub struct PollBits {
+    pub readable: u64,
+    pub writable: u64,
 }
 
-/// Which mechanism: `AnyBackend`'s variants without their state. The binding keeps it beside
-/// the lock, since each stdlib class has rules of its own (timeouts, call order).
+impl PollBits {
+    /// `select.POLLIN` and `select.POLLOUT`.
+    #[cfg(unix)]
+    pub const POLL: PollBits = PollBits {
+        readable: libc::POLLIN as u64,
+        writable: libc::POLLOUT as u64,
+    };
+    /// Windows has no poll(), so no PollSelector or EpollSelector whose `_selector_cls` could
+    /// be handed these: CPython's numbers, never sent.
+    #[cfg(windows)]
+    pub const POLL: PollBits = PollBits {
+        readable: 1,
+        writable: 4,
+    };
+    /// `EPOLLIN` and `EPOLLOUT`.
+    #[cfg(epoll)]
+    pub const EPOLL: PollBits = PollBits {
+        readable: libc::EPOLLIN as u64,
+        writable: libc::EPOLLOUT as u64,
+    };
+
+    /// The bits to register for `interest` (`READ`, `WRITE`).
+    pub fn of_interest(self, interest: u8) -> u64 {
+        let mut bits = 0;
+        if interest & READ != 0 {
+            bits |= self.readable;
+        }
+        if interest & WRITE != 0 {
+            bits |= self.writable;
+        }
+        bits
+    }
+
+    /// The interest that registered `bits`.
+    #[cfg(unix)]
+    pub fn interest_of(self, bits: u64) -> u8 {
+        let mut interest = 0;
+        if bits & self.readable != 0 {
+            interest |= READ;
+        }
+        if bits & self.writable != 0 {
+            interest |= WRITE;
+        }
+        interest
+    }
+
+    /// The stdlib's mapping of ready bits: anything but "readable" counts as writable and
+    /// anything but "writable" as readable, so hang-ups and errors wake both kinds of waiter.
+    pub fn ready_events(self, revents: u64) -> u8 {
+        let mut events = 0;
+        if revents & !self.readable != 0 {
+            events |= WRITE;
+        }
+        if revents & !self.writable != 0 {
+            events |= READ;
+        }
+        events
+    }
+}
+
+/// Which mechanism: `AnyBackend`'s variants without their state, for choosing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum Mechanism {
     #[cfg(epoll)]
     Epoll,
     #[cfg(kqueue)]
@@ -141,52 +198,6 @@ pub enum Kind {
     #[cfg(unix)]
     Poll,
     Select,
-}
-
-impl Kind {
-    /// `_PollLikeSelector`'s subclasses (poll, epoll): `modify()` changes the OS registration
-    /// in place, and the fd goes through the select module's fd conversion on every change.
-    pub fn is_poll_like(self) -> bool {
-        match self {
-            #[cfg(epoll)]
-            Kind::Epoll => true,
-            #[cfg(unix)]
-            Kind::Poll => true,
-            _ => false,
-        }
-    }
-
-    /// poll(): no handle; timeouts in whole milliseconds as `select.poll` reads them.
-    pub fn is_poll(self) -> bool {
-        match self {
-            #[cfg(unix)]
-            Kind::Poll => true,
-            _ => false,
-        }
-    }
-
-    /// epoll: its handle, `fileno()`, and a wait with a maximum number of events.
-    pub fn is_epoll(self) -> bool {
-        match self {
-            #[cfg(epoll)]
-            Kind::Epoll => true,
-            _ => false,
-        }
-    }
-
-    /// kqueue: a read and a write filter per fd, registered one at a time.
-    pub fn is_kqueue(self) -> bool {
-        match self {
-            #[cfg(kqueue)]
-            Kind::Kqueue => true,
-            _ => false,
-        }
-    }
-
-    /// A mechanism with an OS handle of its own (epoll, kqueue), which `close()` closes.
-    pub fn has_handle(self) -> bool {
-        self.is_epoll() || self.is_kqueue()
-    }
 }
 
 /// The mechanism a selector was built on, chosen at construction.
@@ -200,9 +211,6 @@ pub enum AnyBackend {
     Select(select::Select),
 }
 
-// A wait lives on one thread's stack for one call; boxing the select sets would cost an
-// allocation per call to save a copy.
-#[allow(clippy::large_enum_variant)]
 pub enum AnyWait {
     #[cfg(epoll)]
     Epoll(event_queue::EventWait<epoll::EpollCalls>),
@@ -229,16 +237,16 @@ macro_rules! dispatch {
 }
 
 impl AnyBackend {
-    /// A new backend of `kind` (epoll and kqueue open their OS handle).
-    pub fn open(kind: Kind) -> io::Result<Self> {
-        Ok(match kind {
+    /// A new backend of `mechanism` (epoll and kqueue open their OS handle).
+    pub fn open(mechanism: Mechanism) -> io::Result<Self> {
+        Ok(match mechanism {
             #[cfg(epoll)]
-            Kind::Epoll => AnyBackend::Epoll(epoll::Epoll::new()?),
+            Mechanism::Epoll => AnyBackend::Epoll(epoll::Epoll::new()?),
             #[cfg(kqueue)]
-            Kind::Kqueue => AnyBackend::Kqueue(kqueue::Kqueue::new()?),
+            Mechanism::Kqueue => AnyBackend::Kqueue(kqueue::Kqueue::new()?),
             #[cfg(unix)]
-            Kind::Poll => AnyBackend::Poll(poll::Poll::new()),
-            Kind::Select => AnyBackend::Select(select::Select::new()),
+            Mechanism::Poll => AnyBackend::Poll(poll::Poll::new()),
+            Mechanism::Select => AnyBackend::Select(select::Select::new()),
         })
     }
 }
@@ -290,7 +298,7 @@ impl Backend for AnyBackend {
         }
     }
 
-    fn poll_now(&mut self, max_events: usize, f: &mut dyn FnMut(u64, u8)) -> Result<()> {
+    fn poll_now(&mut self, max_events: usize, f: impl FnMut(u64, u8)) -> Result<()> {
         dispatch!(self, AnyBackend, b => b.poll_now(max_events, f))
     }
 
@@ -312,12 +320,16 @@ impl Wait for AnyWait {
         dispatch!(self, AnyWait, w => w.wait(timeout))
     }
 
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+    fn for_each_ready(&self, f: impl FnMut(u64, u8)) {
         dispatch!(self, AnyWait, w => w.for_each_ready(f))
     }
 
     fn found_any(&self) -> bool {
         dispatch!(self, AnyWait, w => w.found_any())
+    }
+
+    fn handle_closed(&self) -> bool {
+        dispatch!(self, AnyWait, w => w.handle_closed())
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{poll_like_events, Backend, Error, Result, Wait};
+use super::{Backend, Error, PollBits, Result, Wait};
 use crate::sys::{syscall, to_raw_fd};
 use crate::table::KeyTable;
 use crate::timeout::{to_millis_ceil, Timeout};
@@ -32,14 +32,7 @@ impl Poll {
 }
 
 fn poll_bits(interest: u8) -> libc::c_short {
-    let mut bits = 0;
-    if interest & super::READ != 0 {
-        bits |= libc::POLLIN;
-    }
-    if interest & super::WRITE != 0 {
-        bits |= libc::POLLOUT;
-    }
-    bits
+    PollBits::POLL.of_interest(interest) as libc::c_short
 }
 
 impl Backend for Poll {
@@ -72,6 +65,7 @@ impl Backend for Poll {
         Ok(())
     }
 
+    #[inline]
     fn begin_wait(&mut self, _max_events: usize) -> Result<PollWait> {
         if self.running {
             return Err(Error::ConcurrentPoll);
@@ -97,6 +91,7 @@ impl Backend for Poll {
         })
     }
 
+    #[inline]
     fn end_wait(&mut self, wait: PollWait) {
         self.running = false;
         if wait.generation == self.generation {
@@ -109,14 +104,7 @@ impl Backend for Poll {
     /// What `fd` is registered for, if poll() holds it.
     fn interest(&self, fd: u64) -> Option<u8> {
         let bits = *self.registered.get(fd)?;
-        let mut interest = 0;
-        if bits & libc::POLLIN != 0 {
-            interest |= super::READ;
-        }
-        if bits & libc::POLLOUT != 0 {
-            interest |= super::WRITE;
-        }
-        Some(interest)
+        Some(PollBits::POLL.interest_of(bits as u16 as u64))
     }
 }
 
@@ -135,14 +123,10 @@ impl Wait for PollWait {
         Ok(())
     }
 
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+    fn for_each_ready(&self, mut f: impl FnMut(u64, u8)) {
         let marked = self.fds.iter().filter(|p| p.revents != 0);
         for pfd in marked.take(self.ready) {
-            let events = poll_like_events(
-                pfd.revents as u16 as u32,
-                libc::POLLIN as u32,
-                libc::POLLOUT as u32,
-            );
+            let events = PollBits::POLL.ready_events(pfd.revents as u16 as u64);
             f(pfd.fd as u64, events);
         }
     }

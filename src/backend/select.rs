@@ -1,11 +1,14 @@
 //! `select()`, as `select.select` drives it: the registered read and write sets, kept in
 //! ascending fd order and handed whole to each wait, which builds the OS's own sets from
 //! them and makes the call: `posix.rs` (`fd_set` bitmaps) or, on Windows, `winsock.rs`
-//! (arrays of sockets).
+//! (arrays of sockets). The OS's sets of the last wait are kept while the registrations are
+//! unchanged, as poll's array is.
 
 use std::collections::BTreeSet;
+use std::io;
 
-use super::{Backend, Result};
+use super::{Backend, Result, Wait};
+use crate::timeout::Timeout;
 
 #[cfg(unix)]
 mod posix;
@@ -16,17 +19,55 @@ mod winsock;
 #[cfg(windows)]
 use winsock as os;
 
-pub use os::SelectWait;
-
 #[derive(Default)]
 pub struct Select {
     readers: BTreeSet<u64>,
     writers: BTreeSet<u64>,
+    /// The OS's sets of the last wait (big: Winsock's are 12 KiB), kept for the next, and
+    /// the `generation` they were filled for.
+    spare: Option<(Box<os::FdSets>, u64)>,
+    /// Bumped on every change of the registrations, so kept sets can tell they are stale.
+    generation: u64,
 }
 
 impl Select {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The OS's sets for the registrations as they are now: the spare ones, filled again
+    /// only if the registrations changed since.
+    fn prepared(&mut self) -> Result<Box<os::FdSets>> {
+        let (mut sets, filled) = match self.spare.take() {
+            Some(spare) => spare,
+            None => (
+                Box::new(os::FdSets::empty()),
+                self.generation.wrapping_sub(1),
+            ),
+        };
+        if filled != self.generation {
+            if let Err(err) = sets.fill(&self.readers, &self.writers) {
+                self.spare = Some((sets, filled));
+                return Err(err);
+            }
+        }
+        Ok(sets)
+    }
+}
+
+/// One select() wait: the OS's sets, and the registrations they were filled for.
+pub struct SelectWait {
+    sets: Box<os::FdSets>,
+    generation: u64,
+}
+
+impl Wait for SelectWait {
+    fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
+        self.sets.wait(timeout)
+    }
+
+    fn for_each_ready(&self, f: impl FnMut(u64, u8)) {
+        self.sets.for_each_ready(f)
     }
 }
 
@@ -40,6 +81,7 @@ impl Backend for Select {
         if interest & super::WRITE != 0 {
             self.writers.insert(fd);
         }
+        self.generation += 1;
         Ok(())
     }
 
@@ -51,14 +93,20 @@ impl Backend for Select {
     fn remove(&mut self, fd: u64) -> Result<()> {
         self.readers.remove(&fd);
         self.writers.remove(&fd);
+        self.generation += 1;
         Ok(())
     }
 
     fn begin_wait(&mut self, _max_events: usize) -> Result<SelectWait> {
-        SelectWait::new(&self.readers, &self.writers)
+        Ok(SelectWait {
+            sets: self.prepared()?,
+            generation: self.generation,
+        })
     }
 
-    fn end_wait(&mut self, _wait: SelectWait) {}
+    fn end_wait(&mut self, wait: SelectWait) {
+        self.spare = Some((wait.sets, wait.generation));
+    }
 
     fn close(&mut self) {}
 

@@ -62,21 +62,32 @@ fn poll_now_reports_what_a_wait_reports<B: Backend>(mut backend: B) {
     assert_eq!(now(&mut backend).unwrap(), [(bfd, READ | WRITE)].into());
 }
 
-/// For the mechanisms with an OS handle: after close() everything says so, and a wait begun
-/// before still owns the fd.
+/// For the mechanisms with an OS handle (epoll, kqueue): after close() everything says so,
+/// and a wait begun before still owns the fd, and can tell it was closed.
+#[cfg(any(epoll, kqueue))]
 fn a_closed_handle_is_refused_but_outlives_its_waits<B: Backend>(mut backend: B) {
-    if backend.fileno().is_none() {
-        return; // poll and select keep no OS handle
-    }
+    assert!(matches!(backend.fileno(), Some(Ok(_))));
     let wait = backend.begin_wait(1).unwrap();
+    assert!(!wait.handle_closed());
     backend.close();
     assert!(matches!(backend.add(0, READ), Err(Error::Closed(_))));
     assert!(matches!(backend.fileno(), Some(Err(Error::Closed(_)))));
     assert!(matches!(now(&mut backend), Err(Error::Closed(_))));
     assert!(matches!(backend.begin_wait(1), Err(Error::Closed(_))));
+    assert!(wait.handle_closed());
     let mut wait = wait;
     wait.wait(Some(Duration::ZERO)).unwrap();
     backend.end_wait(wait);
+}
+
+/// For the mechanisms that keep their registrations in user space (poll, select): no OS
+/// handle, and close() leaves the registrations, as the stdlib's does.
+fn without_a_handle_close_keeps_the_registrations<B: Backend>(mut backend: B) {
+    let (_a, b) = socket_pair();
+    backend.add(raw(&b), WRITE).unwrap();
+    assert!(backend.fileno().is_none());
+    backend.close();
+    assert_eq!(now(&mut backend).unwrap(), [(raw(&b), WRITE)].into());
 }
 
 /// An fd that is no C `int` is refused: by the registration (kqueue: by the kernel, as the
@@ -130,10 +141,13 @@ fn a_ready_fd_is_not_starved_when_more_are_ready_than_asked<B: Backend>(mut back
     assert_eq!(seen, [(bfd, READ), (dfd, READ)].into());
 }
 
-/// Instantiates every test above for one backend.
+/// Instantiates every test above for one backend, and those of its kind: `handle` (epoll,
+/// kqueue) or `user_space` (poll, select).
 macro_rules! backend_tests {
-    ($name:ident, $make:expr) => {
+    ($name:ident, $make:expr, $kind:ident) => {
         mod $name {
+            backend_tests!(@$kind $make);
+
             #[test]
             fn reports_readable_and_writable() {
                 super::reports_readable_and_writable($make);
@@ -142,11 +156,6 @@ macro_rules! backend_tests {
             #[test]
             fn poll_now_reports_what_a_wait_reports() {
                 super::poll_now_reports_what_a_wait_reports($make);
-            }
-
-            #[test]
-            fn a_closed_handle_is_refused_but_outlives_its_waits() {
-                super::a_closed_handle_is_refused_but_outlives_its_waits($make);
             }
 
             #[test]
@@ -165,12 +174,28 @@ macro_rules! backend_tests {
             }
         }
     };
+    (@handle $make:expr) => {
+        #[test]
+        fn a_closed_handle_is_refused_but_outlives_its_waits() {
+            super::a_closed_handle_is_refused_but_outlives_its_waits($make);
+        }
+    };
+    (@user_space $make:expr) => {
+        #[test]
+        fn without_a_handle_close_keeps_the_registrations() {
+            super::without_a_handle_close_keeps_the_registrations($make);
+        }
+    };
 }
 
 #[cfg(epoll)]
-backend_tests!(epoll, crate::backend::epoll::Epoll::new().unwrap());
+backend_tests!(epoll, crate::backend::epoll::Epoll::new().unwrap(), handle);
 #[cfg(kqueue)]
-backend_tests!(kqueue, crate::backend::kqueue::Kqueue::new().unwrap());
+backend_tests!(
+    kqueue,
+    crate::backend::kqueue::Kqueue::new().unwrap(),
+    handle
+);
 #[cfg(unix)]
-backend_tests!(poll, crate::backend::poll::Poll::new());
-backend_tests!(select, crate::backend::select::Select::new());
+backend_tests!(poll, crate::backend::poll::Poll::new(), user_space);
+backend_tests!(select, crate::backend::select::Select::new(), user_space);

@@ -3,15 +3,16 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyInt};
+use pyo3::types::PyInt;
 
 use crate::backend::{READ, WRITE};
+use crate::python::fd::{is_plain_int, plain_int_value};
 
 /// `events` as a plain number when it is an `int` or `bool` that fits, the case worth a fast
 /// path; a subclass may override the operators, so it takes the general path.
 pub fn events_as_i64(events: &Bound<'_, PyAny>) -> Option<i64> {
-    if events.is_exact_instance_of::<PyInt>() || events.is_exact_instance_of::<PyBool>() {
-        events.extract::<i64>().ok()
+    if is_plain_int(events) {
+        plain_int_value(events)
     } else {
         None
     }
@@ -100,18 +101,11 @@ fn compares_by_identity(obj: &Bound<'_, PyAny>) -> bool {
     }
 }
 
-/// The value of a plain `int` that fits in 64 bits. Raises nothing, even for a bigger int (an
-/// exception object is an allocation, which could start the garbage collector): callers
-/// use it under the selector's lock.
+/// The value of an `int` itself that fits in 64 bits (`plain_int_value`); callers use it
+/// under the selector's lock.
 fn exact_i64(obj: &Bound<'_, PyAny>) -> Option<i64> {
     if !obj.is_exact_instance_of::<PyInt>() {
         return None;
     }
-    let mut overflow = 0;
-    // SAFETY: `obj` is an exact int, for which PyLong_AsLongAndOverflow reports a value out of
-    // range through `overflow` and sets no exception.
-    let value = unsafe { pyo3::ffi::PyLong_AsLongAndOverflow(obj.as_ptr(), &mut overflow) };
-    // A C long is 32 bits on some platforms.
-    #[allow(clippy::useless_conversion)]
-    (overflow == 0).then_some(i64::from(value))
+    plain_int_value(obj)
 }

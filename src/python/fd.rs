@@ -1,16 +1,48 @@
 //! File objects to fds: `selectors._fileobj_to_fd`, and the hashing and warnings the stdlib's
 //! dicts, sets and select module apply to an fd object.
 
-use pyo3::exceptions::{PyAttributeError, PyRuntimeWarning, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyAttributeError, PyOverflowError, PyRuntimeWarning, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyInt, PyString};
 use pyo3::{intern, PyTypeInfo};
 
-use super::errors::{chain_handled, from_none, while_handling};
+use super::errors::{backend_error, chain_handled, from_none, while_handling};
 
 /// A file descriptor as the table keys it: `None` for an int beyond 64 bits, which no table
 /// can hold and every system call refuses.
 pub type FdNum = Option<u64>;
+
+/// The fd numbers a class's OS calls take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdRange {
+    /// A C `int`: the select module's fd conversion.
+    CInt,
+    /// A `uintptr_t`: `select.kevent`'s ident.
+    #[cfg_attr(not(kqueue), allow(dead_code))]
+    SizeT,
+}
+
+impl FdRange {
+    /// Whether an OS call of the class takes `fd`.
+    pub fn holds(self, fd: u64) -> bool {
+        match self {
+            FdRange::CInt => fd <= libc::c_int::MAX as u64,
+            FdRange::SizeT => true,
+        }
+    }
+
+    /// The OverflowError for an fd number beyond the range.
+    pub fn too_large(self) -> PyErr {
+        match self {
+            FdRange::CInt => backend_error(crate::backend::Error::FdTooLarge),
+            FdRange::SizeT => {
+                PyOverflowError::new_err("Python int too large to convert to C size_t")
+            }
+        }
+    }
+}
 
 /// `selectors._fileobj_to_fd`: the fd as the Python object the key will hold, and its number.
 pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyAny>, FdNum)> {
@@ -53,11 +85,11 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
         }
         return Ok((fd.clone(), fd.extract::<u64>().ok()));
     }
-    let num = match fd.extract::<i64>() {
-        Ok(n) if n >= 0 => Some(n as u64),
-        Ok(_) => return Err(invalid_fd(&fd)),
-        Err(_) if fd.lt(0)? => return Err(invalid_fd(&fd)),
-        Err(_) => fd.extract::<u64>().ok(),
+    let num = match plain_int_value(&fd) {
+        Some(n) if n >= 0 => Some(n as u64),
+        Some(_) => return Err(invalid_fd(&fd)),
+        None if fd.lt(0)? => return Err(invalid_fd(&fd)),
+        None => fd.extract::<u64>().ok(),
     };
     Ok((fd, num))
 }
@@ -65,6 +97,29 @@ pub fn fileobj_to_fd<'py>(fileobj: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, P
 /// An `int` or `bool` itself, whose comparisons and hash run no Python code.
 pub fn is_plain_int(obj: &Bound<'_, PyAny>) -> bool {
     obj.is_exact_instance_of::<PyInt>() || obj.is_exact_instance_of::<PyBool>()
+}
+
+/// The value of a plain int (`is_plain_int`, which the caller checked) that fits in a C
+/// `long`; None beyond. Raises nothing (an exception object is an allocation, which could
+/// start the garbage collector under the selector's lock).
+#[inline]
+pub fn plain_int_value(obj: &Bound<'_, PyAny>) -> Option<i64> {
+    debug_assert!(is_plain_int(obj));
+    let mut overflow = 0;
+    // SAFETY: `obj` is an int, for which PyLong_AsLongAndOverflow reports a value out of
+    // range through `overflow` and sets no exception.
+    let value = unsafe { pyo3::ffi::PyLong_AsLongAndOverflow(obj.as_ptr(), &mut overflow) };
+    // A C long is 32 bits on some platforms.
+    #[allow(clippy::useless_conversion)]
+    (overflow == 0).then_some(i64::from(value))
+}
+
+/// Whether a dict holding `stored` finds it again when looked up with `fd_obj` (same hash
+/// already established) without running Python code: the same object, or two plain ints
+/// (same number, as the caller found them under one fd). Otherwise the dict runs
+/// `stored == fd_obj`, which only an int subclass can make run Python code (`lookup.rs`, `key_for`).
+pub fn same_without_python(stored: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> bool {
+    stored.is(fd_obj) || (is_plain_int(stored) && is_plain_int(fd_obj))
 }
 
 /// The stdlib keys a dict by the fd object, so an int subclass's `__hash__` runs once per dict
@@ -107,9 +162,18 @@ pub fn python_3_13(py: Python<'_>) -> bool {
 }
 
 /// From 3.13 the select module warns when a bool is passed where it wants an fd.
+#[inline]
 pub fn warn_if_bool_fd(fd: &Bound<'_, PyAny>) -> PyResult<()> {
-    let py = fd.py();
-    if fd.is_exact_instance_of::<PyBool>() && python_3_13(py) {
+    if fd.is_exact_instance_of::<PyBool>() {
+        return warn_bool_fd(fd.py());
+    }
+    Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn warn_bool_fd(py: Python<'_>) -> PyResult<()> {
+    if python_3_13(py) {
         let category = py.get_type::<PyRuntimeWarning>();
         PyErr::warn(py, &category, c"bool is used as a file descriptor", 1)?;
     }

@@ -1,15 +1,16 @@
 //! The binding: the `_rselectors` module, whose classes convert between Python values and the
 //! core. `selector/` holds the selector classes, `mapping.rs` the `get_map()` view, `key.rs`
 //! `SelectorKey`; `fd.rs`, `events.rs`, `timeout_arg.rs` read arguments as the stdlib reads
-//! them and `errors.rs` turns core errors into its exceptions.
+//! them (`timeout_arg.rs` per class), `errors.rs` turns core errors into its exceptions and
+//! `switches.rs` has the process-wide switches' functions.
 
 mod errors;
 mod events;
-mod exclusive;
 mod fd;
 mod key;
 mod mapping;
 mod selector;
+mod switches;
 mod timeout_arg;
 
 use pyo3::prelude::*;
@@ -23,30 +24,15 @@ use selector::KqueueSelector;
 use selector::PollSelector;
 use selector::{SelectSelector, SelectorBase};
 
-/// Whether Poll and Epoll waits round their timeout up to whole milliseconds, as the
-/// stdlib's do (True), or keep it to the microsecond and finer (False, the default).
-#[pyfunction]
-fn millisecond_timeouts() -> bool {
-    crate::timeout::millisecond_timeouts()
-}
-
-/// Sets what `millisecond_timeouts()` answers, for every selector of the process, from
-/// its next wait on; returns the previous setting.
-#[pyfunction]
-fn set_millisecond_timeouts(enabled: bool) -> bool {
-    let before = crate::timeout::millisecond_timeouts();
-    crate::timeout::set_millisecond_timeouts(enabled);
-    before
-}
-
-/// Test hook: `(state, simulated_failures)`, where state is what the calls of
+/// Test hook (epoll builds): `(state, simulated_failures)`, where state is what the calls of
 /// `epoll_pwait2` so far found ("unknown", "works", "missing"). With `simulate_errno`, first
 /// forgets that and makes the next calls fail with that errno (0: call the kernel again), as
 /// a kernel without it (ENOSYS) or a seccomp filter (EPERM) would, counting them.
+#[cfg(epoll)]
 #[pyfunction]
 #[pyo3(signature = (simulate_errno=None))]
 fn _epoll_pwait2(simulate_errno: Option<i32>) -> (&'static str, u32) {
-    probe_hook(&crate::timeout::EPOLL_PWAIT2, simulate_errno)
+    probe_hook(&crate::backend::epoll::EPOLL_PWAIT2, simulate_errno)
 }
 
 /// Test hook: the same for `prctl(PR_GET_TIMERSLACK / PR_SET_TIMERSLACK)`, which waits of up
@@ -58,6 +44,7 @@ fn _timer_slack(simulate_errno: Option<i32>) -> (&'static str, u32) {
     probe_hook(&crate::sys::TIMER_SLACK, simulate_errno)
 }
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn probe_hook(probe: &crate::sys::Probe, simulate_errno: Option<i32>) -> (&'static str, u32) {
     if let Some(errno) = simulate_errno {
         probe.simulate_errno(errno);
@@ -65,8 +52,8 @@ fn probe_hook(probe: &crate::sys::Probe, simulate_errno: Option<i32>) -> (&'stat
     (probe.state_name(), probe.simulated_failures())
 }
 
-/// `gil_used = false`: safe without a GIL, by review (it has never run on a free-threaded
-/// build; README "Free-threading" has the findings). Every selector's state is behind its
+/// `gil_used = false`: safe without a GIL, by review, and run so by `.ci/run`'s free-threaded
+/// stage (the suites on CPython 3.13t with the GIL off). Every selector's state is behind its
 /// own `Mutex`, held only for increfs, Rust allocations and non-blocking system calls, and
 /// waited for detached (`lock_py_attached`), so no stop-the-world pause waits on it. The raw
 /// C-API writes (`PyType_GenericAlloc` + `PyTuple_SET_ITEM`, `PyList_New` + `PyList_SET_ITEM`)
@@ -91,16 +78,11 @@ fn _rselectors(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PollSelector>()?;
     m.add_class::<SelectSelector>()?;
     m.add_class::<SelectorMapping>()?;
-    m.add_function(wrap_pyfunction!(millisecond_timeouts, m)?)?;
-    m.add_function(wrap_pyfunction!(set_millisecond_timeouts, m)?)?;
+    #[cfg(epoll)]
     m.add_function(wrap_pyfunction!(_epoll_pwait2, m)?)?;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     m.add_function(wrap_pyfunction!(_timer_slack, m)?)?;
-    exclusive::add_to(m)?;
-    // Read once, at import: the switch for a program that cannot be changed.
-    if std::env::var_os("RSELECTORS_MS_TIMEOUTS").is_some_and(|v| !v.is_empty() && v != "0") {
-        crate::timeout::set_millisecond_timeouts(true);
-    }
+    switches::add_to(m)?;
     if m.py().version_info() >= (3, 13) {
         // Removed from selectors.py in 3.13 (gh-106554).
         m.getattr("_Selector")?.delattr("_key_from_fd")?;

@@ -18,9 +18,9 @@ fn empty_set() -> libc::fd_set {
     }
 }
 
-/// Copies `fds` into an `fd_set`, refusing any fd it cannot hold.
-fn fill_set(fds: &BTreeSet<u64>) -> Result<(libc::fd_set, libc::c_int)> {
-    let mut set = empty_set();
+/// Copies `fds` into `set`, refusing any fd it cannot hold; the highest fd plus one.
+fn fill_set(fds: &BTreeSet<u64>, set: &mut libc::fd_set) -> Result<libc::c_int> {
+    *set = empty_set();
     let mut nfds = 0;
     for &fd in fds {
         let fd = to_raw_fd(fd)?;
@@ -28,32 +28,40 @@ fn fill_set(fds: &BTreeSet<u64>) -> Result<(libc::fd_set, libc::c_int)> {
             return Err(Error::FdOutOfRange);
         }
         // SAFETY: 0 <= fd < FD_SETSIZE, checked above.
-        unsafe { libc::FD_SET(fd, &mut set) };
+        unsafe { libc::FD_SET(fd, set) };
         nfds = nfds.max(fd + 1);
     }
-    Ok((set, nfds))
+    Ok(nfds)
 }
 
-pub struct SelectWait {
+/// The OS's sets of a wait: what to watch, and what the last try found.
+pub struct FdSets {
     /// What to watch; `select()` overwrites its arguments, so each try starts from a copy.
     wanted: (libc::fd_set, libc::fd_set),
     ready: (libc::fd_set, libc::fd_set),
     nfds: libc::c_int,
 }
 
-impl SelectWait {
-    pub(super) fn new(readers: &BTreeSet<u64>, writers: &BTreeSet<u64>) -> Result<Self> {
-        let (readers, nr) = fill_set(readers)?;
-        let (writers, nw) = fill_set(writers)?;
-        Ok(SelectWait {
-            wanted: (readers, writers),
+impl FdSets {
+    pub(super) fn empty() -> Self {
+        FdSets {
+            wanted: (empty_set(), empty_set()),
             ready: (empty_set(), empty_set()),
-            nfds: nr.max(nw),
-        })
+            nfds: 0,
+        }
+    }
+
+    /// Watches `readers` and `writers` from now on.
+    pub(super) fn fill(&mut self, readers: &BTreeSet<u64>, writers: &BTreeSet<u64>) -> Result<()> {
+        self.nfds = 0;
+        let nr = fill_set(readers, &mut self.wanted.0)?;
+        let nw = fill_set(writers, &mut self.wanted.1)?;
+        self.nfds = nr.max(nw);
+        Ok(())
     }
 }
 
-impl Wait for SelectWait {
+impl Wait for FdSets {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
         self.ready = self.wanted;
         let mut tv = timeout.map(to_timeval_ceil);
@@ -73,7 +81,7 @@ impl Wait for SelectWait {
         result.map(drop)
     }
 
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
+    fn for_each_ready(&self, mut f: impl FnMut(u64, u8)) {
         for fd in 0..self.nfds {
             // SAFETY: 0 <= fd < nfds <= FD_SETSIZE and both sets are initialised.
             let (r, w) = unsafe {

@@ -90,8 +90,8 @@ fn to_timeval(d: Duration) -> TIMEVAL {
     }
 }
 
-/// The sets of one wait, boxed: three of them are 12 KiB, moved with the wait.
-struct Sets {
+/// The OS's sets of a wait: what to watch, and what the last try found.
+pub struct FdSets {
     /// What to watch: readers, writers. `select()` overwrites its arguments, so each try
     /// starts from a copy.
     wanted: [FdSet; 2],
@@ -99,23 +99,24 @@ struct Sets {
     ready: [FdSet; 3],
 }
 
-pub struct SelectWait(Box<Sets>);
-
-impl SelectWait {
-    pub(super) fn new(readers: &BTreeSet<u64>, writers: &BTreeSet<u64>) -> Result<Self> {
-        let mut sets = Box::new(Sets {
+impl FdSets {
+    pub(super) fn empty() -> Self {
+        FdSets {
             wanted: [FdSet::EMPTY; 2],
             ready: [FdSet::EMPTY; 3],
-        });
-        fill_set(readers, &mut sets.wanted[0])?;
-        fill_set(writers, &mut sets.wanted[1])?;
-        Ok(SelectWait(sets))
+        }
+    }
+
+    /// Watches `readers` and `writers` from now on.
+    pub(super) fn fill(&mut self, readers: &BTreeSet<u64>, writers: &BTreeSet<u64>) -> Result<()> {
+        fill_set(readers, &mut self.wanted[0])?;
+        fill_set(writers, &mut self.wanted[1])
     }
 }
 
-impl Wait for SelectWait {
+impl Wait for FdSets {
     fn wait(&mut self, timeout: Timeout) -> io::Result<()> {
-        let Sets { wanted, ready } = &mut *self.0;
+        let FdSets { wanted, ready } = self;
         let [read, write, except] = ready;
         read.copy_from(&wanted[0]);
         write.copy_from(&wanted[1]);
@@ -146,8 +147,8 @@ impl Wait for SelectWait {
 
     /// Each ready socket once, in ascending order: readable if in the read set, writable if
     /// in the write or the exceptional set (`r, w + x` in `selectors.py`).
-    fn for_each_ready(&self, f: &mut dyn FnMut(u64, u8)) {
-        let [read, write, except] = &self.0.ready;
+    fn for_each_ready(&self, mut f: impl FnMut(u64, u8)) {
+        let [read, write, except] = &self.ready;
         let (mut r, mut w, mut x) = (read.sockets(), write.sockets(), except.sockets());
         while let Some(&next) = [r.first(), w.first(), x.first()]
             .into_iter()

@@ -1,17 +1,24 @@
-//! The concrete selector classes (`EpollSelector`, `KqueueSelector`, `PollSelector`,
-//! `SelectSelector`): each a `SelectorBase` of one `Kind`, made by one macro.
+//! The concrete selector classes (`SelectSelector`, `PollSelector`, `EpollSelector`,
+//! `KqueueSelector`): each a `SelectorBase` made with its class's rules (`class_rules.rs`),
+//! and the methods only that class has.
 
 use pyo3::prelude::*;
 
 use super::base::SelectorBase;
 #[cfg(epoll)]
+use super::class_rules::EPOLL;
+#[cfg(kqueue)]
+use super::class_rules::KQUEUE;
+#[cfg(unix)]
+use super::class_rules::POLL;
+use super::class_rules::SELECT;
+#[cfg(epoll)]
 use crate::backend::epoll::EXCLUSIVE;
-use crate::backend::Kind;
 #[cfg(epoll)]
 use crate::python::{errors::backend_error, events::interest_of};
 
 macro_rules! selector_class {
-    ($name:ident, $py_name:literal, $kind:expr, $doc:literal $(, $extra:item)*) => {
+    ($name:ident, $py_name:literal, $class:expr, $doc:literal $(, $extra:item)*) => {
         #[doc = $doc]
         #[pyclass(frozen, subclass, extends = SelectorBase, module = "rselectors._rselectors", name = $py_name)]
         pub struct $name;
@@ -20,7 +27,7 @@ macro_rules! selector_class {
         impl $name {
             #[new]
             fn new(py: Python<'_>) -> PyResult<PyClassInitializer<Self>> {
-                Ok(PyClassInitializer::from(SelectorBase::new(py, $kind)?).add_subclass($name))
+                Ok(PyClassInitializer::from(SelectorBase::new(py, $class)?).add_subclass($name))
             }
 
             $($extra)*
@@ -32,7 +39,7 @@ macro_rules! selector_class {
 selector_class!(
     EpollSelector,
     "EpollSelector",
-    Kind::Epoll,
+    EPOLL,
     "Epoll-based selector.",
     /// The epoll fd.
     fn fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
@@ -62,7 +69,7 @@ selector_class!(
 selector_class!(
     KqueueSelector,
     "KqueueSelector",
-    Kind::Kqueue,
+    KQUEUE,
     "Kqueue-based selector.",
     /// The kqueue fd.
     fn fileno(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
@@ -70,15 +77,10 @@ selector_class!(
     }
 );
 #[cfg(unix)]
-selector_class!(
-    PollSelector,
-    "PollSelector",
-    Kind::Poll,
-    "Poll-based selector."
-);
+selector_class!(PollSelector, "PollSelector", POLL, "Poll-based selector.");
 selector_class!(
     SelectSelector,
     "SelectSelector",
-    Kind::Select,
+    SELECT,
     "Select-based selector."
 );

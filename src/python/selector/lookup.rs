@@ -298,11 +298,3 @@ impl SelectorBase {
         }
     }
 }
-
-/// Whether a dict holding `stored` finds it again when looked up with `fd_obj` (same hash
-/// already established) without running Python code: the same object, or two plain ints
-/// (same number, as the caller found them under one fd). Otherwise the dict runs
-/// `stored == fd_obj`, which only an int subclass can make run Python code (`key_for`).
-pub(super) fn same_without_python(stored: &Bound<'_, PyAny>, fd_obj: &Bound<'_, PyAny>) -> bool {
-    stored.is(fd_obj) || (is_plain_int(stored) && is_plain_int(fd_obj))
-}

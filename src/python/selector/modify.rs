@@ -7,8 +7,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
 
 use super::base::SelectorBase;
-use super::poller::OsStep;
-use super::results::Entry;
+use super::class_rules::OsSteps;
+use super::entry::Entry;
+use super::os_steps::OsStep;
+use crate::backend::{READ, WRITE};
 use crate::python::errors::backend_error;
 use crate::python::events::{differs, differs_natively, events_as_i64, interest_of};
 use crate::python::fd::is_plain_int;
@@ -26,7 +28,8 @@ impl SelectorBase {
         let py = slf.py();
         let this = slf.get();
         let (fd_obj, fd) = this.lookup_in_try(fileobj, false)?;
-        if let (true, Some(fd)) = (this.kind.is_poll_like(), fd) {
+        let in_place = this.class.steps == OsSteps::PollLike;
+        if let (true, Some(fd)) = (in_place, fd) {
             if let Some(key) = this.modify_natively(py, fileobj, &fd_obj, fd, events, data)? {
                 return Ok(key.into_any());
             }
@@ -39,7 +42,7 @@ impl SelectorBase {
         let (old_fileobj, old_fd) = (key.get_item(0)?, key.get_item(1)?);
         let (old_events, old_data) = (key.get_item(2)?, key.get_item(3)?);
 
-        if !this.kind.is_poll_like() {
+        if !in_place {
             // BaseSelector.modify: through the instance's own unregister and register.
             if differs(events, &old_events)? {
                 slf.call_method1(intern!(py, "unregister"), (fileobj,))?;
@@ -83,7 +86,8 @@ impl SelectorBase {
     /// `_PollLikeSelector.modify` in one lock hold, for the common case where it needs no
     /// Python code: `events` and `data` compare with the key's natively, and the fd is no
     /// bool (3.13 warns about those). None, with nothing done, when the general path must
-    /// run (an odd argument, a replaced `_selector_cls`, an fd not registered).
+    /// run (an odd argument, a replaced `_selector_cls`); an fd not registered is the
+    /// stdlib's KeyError.
     pub(super) fn modify_natively(
         &self,
         py: Python<'_>,
@@ -93,14 +97,17 @@ impl SelectorBase {
         events: &Bound<'_, PyAny>,
         data: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyTuple>>> {
-        if !self.native() || events_as_i64(events).is_none() {
+        let Some(plain_events) = events_as_i64(events).filter(|_| self.native()) else {
             return Ok(None);
-        }
-        let interest = interest_of(events)?;
+        };
+        let interest = (plain_events & i64::from(READ | WRITE)) as u8;
         let blank = BlankKey::new(py)?;
         let mut state = self.lock()?;
         let Some(entry) = state.core.keys().get(fd) else {
-            return Ok(None);
+            // Not registered: the stdlib's KeyError, decided under the lock (the general path
+            // would look again, and could find a key another thread registered meanwhile).
+            drop(state);
+            return Err(Self::not_registered(fileobj, Some(Self::missing(fd_obj))));
         };
         let key = entry.key.bind(py).clone();
         let [old_fileobj, old_fd, old_events, old_data] = [0, 1, 2, 3].map(|i| entry.field(py, i));

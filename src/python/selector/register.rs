@@ -4,19 +4,18 @@
 
 use std::sync::atomic::Ordering;
 
-use pyo3::exceptions::{PyKeyError, PyOverflowError};
+use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyTuple};
 
 use super::base::{SelectorBase, State};
-use super::lookup::same_without_python;
-use super::poller::OsStep;
-use super::results::Entry;
-use crate::backend::Kind;
+use super::class_rules::OsSteps;
+use super::entry::Entry;
+use super::os_steps::OsStep;
 use crate::lock::OwnedGuard;
 use crate::python::errors::{backend_error, chain_handled, while_handling};
 use crate::python::events::{check_register_events, events_as_i64, interest_of, wants};
-use crate::python::fd::{hash_as_dict_key, is_plain_int};
+use crate::python::fd::{hash_as_dict_key, is_plain_int, same_without_python};
 use crate::python::key::new_key;
 
 impl SelectorBase {
@@ -37,7 +36,7 @@ impl SelectorBase {
             return Err(self.register_beyond_u64(fileobj, &fd_obj, events));
         };
         let is_bool = fd_obj.is_exact_instance_of::<PyBool>();
-        let poll_like = self.kind.is_poll_like();
+        let poll_like = self.class.steps == OsSteps::PollLike;
         let plain_fd = is_plain_int(&fd_obj);
         // Plain ints and int events run no Python code between the steps, so the key and the
         // OS registration go in under one lock hold. (SelectSelector's Python sets take the
@@ -98,12 +97,9 @@ impl SelectorBase {
         events: &Bound<'_, PyAny>,
     ) -> PyErr {
         let py = fileobj.py();
-        let too_large = || match self.kind.is_kqueue() {
-            // select.kevent() takes the fd as a size_t.
-            true => PyOverflowError::new_err("Python int too large to convert to C size_t"),
-            false => backend_error(crate::backend::Error::FdTooLarge),
-        };
-        if self.kind == Kind::Select {
+        let steps = self.class.steps;
+        let too_large = || self.class.fd_range.too_large();
+        if steps == OsSteps::Sets {
             return too_large();
         }
         let before_os = || -> PyResult<u8> {
@@ -112,7 +108,7 @@ impl SelectorBase {
                 hash_as_dict_key(fd_obj)?;
                 hash_as_dict_key(fd_obj)?;
             }
-            if self.kind.is_kqueue() {
+            if steps == OsSteps::Filters {
                 // The read filter's kevent is made as soon as `events & EVENT_READ` says so.
                 if !wants(events, crate::backend::READ)? {
                     wants(events, crate::backend::WRITE)?;
@@ -160,7 +156,8 @@ impl SelectorBase {
         fd: u64,
         events: &Bound<'_, PyAny>,
     ) -> PyResult<PyResult<()>> {
-        if self.kind == Kind::Select {
+        let steps = self.class.steps;
+        if steps == OsSteps::Sets {
             // `if events & EVENT_READ: self._readers.add(key.fd)`, then the same for writers:
             // each set add hashes the fd, what was added stays if a later step raises, and
             // user code run by the second `&` already sees the fd a reader. (User code run
@@ -179,7 +176,7 @@ impl SelectorBase {
             }
             return Ok(Ok(()));
         }
-        if self.kind.is_kqueue() {
+        if steps == OsSteps::Filters {
             // KqueueSelector adds the read filter as soon as `events & EVENT_READ` says so,
             // before it computes `events & EVENT_WRITE`, all inside its `try`: any error,
             // from Python code or the OS, takes the key back.
@@ -194,8 +191,6 @@ impl SelectorBase {
             }
             return Ok(Ok(()));
         }
-        // User code run by `events & ...` sees the key before its OS registration.
-        self.maybe_unwatched.store(true, Ordering::Relaxed);
         let interest = interest_of(events)?;
         let watched = self
             .warn_if_bool_fd_natively(fd_obj)
@@ -225,10 +220,11 @@ impl SelectorBase {
         let fd = fd.unwrap_or_default();
         // SelectSelector: `self._readers.discard(key.fd)`, then the same for writers.
         self.discard_from_sets(&fd_obj, fd)?;
-        if self.kind.is_poll_like() {
+        let steps = self.class.steps;
+        if steps == OsSteps::PollLike {
             self.warn_if_bool_fd_natively(&fd_obj)?;
         }
-        if self.kind.is_kqueue() {
+        if steps == OsSteps::Filters {
             // KqueueSelector.unregister tests `key.events & EVENT_READ` (an int subclass sees
             // that, and may raise), then removes the filter (a closed kqueue refuses that),
             // then the same for EVENT_WRITE.
@@ -271,11 +267,7 @@ impl SelectorBase {
             }
             None => return Ok(None),
         }
-        // (poll() not holding the fd: `os_refused`.)
-        let poll_lacks = self.kind.is_poll()
-            && self.maybe_unwatched.load(Ordering::Relaxed)
-            && state.core.interest(fd).is_none();
-        Ok(self.os_pop(&mut state, fd).map(|entry| (entry, poll_lacks)))
+        Ok(self.os_pop(&mut state, fd))
     }
 
     /// The dict's comparison of the fd object stored under `fd` with `fd_obj` (an int
@@ -352,8 +344,6 @@ impl SelectorBase {
         match while_handling(py, &err, || self.take_back(fileobj)) {
             Ok(()) => err,
             Err(raised) => {
-                // The key may stay, its OS registration refused.
-                self.maybe_unwatched.store(true, Ordering::Relaxed);
                 chain_handled(py, &raised, err);
                 raised
             }
@@ -369,11 +359,8 @@ impl SelectorBase {
         key: Py<PyTuple>,
     ) -> PyResult<()> {
         hash_as_dict_key(fd_obj)?;
+        // Stored back after a callback unregistered the fd, it has no OS registration.
         let old = self.lock()?.core.store_key(fd, Entry::new(key));
-        if old.is_none() {
-            // Stored back after a callback unregistered the fd: no OS registration.
-            self.maybe_unwatched.store(true, Ordering::Relaxed);
-        }
         drop(old);
         Ok(())
     }

@@ -1,6 +1,24 @@
-//! The exclusive-accept switch's functions (`exclusive.rs` in the core has the switch).
+//! The process-wide switches, each a getter and a setter, and read from its environment
+//! variable at import for a program that cannot be changed: millisecond timeouts
+//! (`timeout.rs` in the core has the switch) and exclusive accept (`exclusive.rs`).
 
 use pyo3::prelude::*;
+
+/// Whether Poll and Epoll waits round their timeout up to whole milliseconds, as the
+/// stdlib's do (True), or keep it to the microsecond and finer (False, the default).
+#[pyfunction]
+fn millisecond_timeouts() -> bool {
+    crate::timeout::millisecond_timeouts()
+}
+
+/// Sets what `millisecond_timeouts()` answers, for every selector of the process, from
+/// its next wait on; returns the previous setting.
+#[pyfunction]
+fn set_millisecond_timeouts(enabled: bool) -> bool {
+    let before = crate::timeout::millisecond_timeouts();
+    crate::timeout::set_millisecond_timeouts(enabled);
+    before
+}
 
 /// Whether Epoll selectors register a listening socket watched for reading alone with
 /// `EPOLLEXCLUSIVE` (True), waking one waiting process per connection, or as the stdlib does
@@ -35,13 +53,19 @@ fn _exclusive_flag(simulate_refusal: Option<bool>) -> (&'static str, u32) {
     )
 }
 
-/// Adds the functions, and reads the switch for a program that cannot be changed:
-/// `RSELECTORS_EXCLUSIVE_ACCEPT` set to anything but "" or "0", at import.
+/// Adds the functions, and turns on each switch whose environment variable is set to
+/// anything but "" or "0": `RSELECTORS_MS_TIMEOUTS`, `RSELECTORS_EXCLUSIVE_ACCEPT`.
 pub fn add_to(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(millisecond_timeouts, m)?)?;
+    m.add_function(wrap_pyfunction!(set_millisecond_timeouts, m)?)?;
     m.add_function(wrap_pyfunction!(exclusive_accept, m)?)?;
     m.add_function(wrap_pyfunction!(set_exclusive_accept, m)?)?;
     m.add_function(wrap_pyfunction!(_exclusive_flag, m)?)?;
-    if std::env::var_os("RSELECTORS_EXCLUSIVE_ACCEPT").is_some_and(|v| !v.is_empty() && v != "0") {
+    let set = |name| std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0");
+    if set("RSELECTORS_MS_TIMEOUTS") {
+        crate::timeout::set_millisecond_timeouts(true);
+    }
+    if set("RSELECTORS_EXCLUSIVE_ACCEPT") {
         crate::exclusive::set_exclusive_accept(true);
     }
     Ok(())
