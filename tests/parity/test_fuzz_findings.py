@@ -279,22 +279,6 @@ def test_tiny_wait_on_an_fd_closed_while_registered(differ, timeout):
     differ(scenario)
 
 
-def test_select_warns_for_each_bool_in_its_sets(differential):
-    """3.13's "bool is used as a file descriptor": select.select() warns once for each bool
-    it converts, in the readers and in the writers (none before 3.13)."""
-    import warnings
-
-    def scenario(side):
-        sel = side.selector()
-        sel.register(True, RW, "stdout")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            side.rec("select(0)", lambda: [side.fdish(k.fd) for k, _ in sel.select(0)])
-        side.check("warnings", [str(w.message) for w in caught])
-
-    differential(scenario, "Select")
-
-
 @pytest.mark.parametrize("kind", ["Poll", "Epoll"])
 def test_replaced_poller_warns_for_a_bool_fd_itself(differential, kind):
     """A replaced `_selector_cls` is handed the bool: the select module's poller it wraps
