@@ -18,17 +18,20 @@ Standalone (the standard library, selectors and rselectors only): a reproduction
 """
 
 import decimal
-import fcntl
 import fractions
 import os
 import re
-import resource
 import select
 import signal
 import socket
 import sys  # noqa: F401 - the reproduction script's __main__ (diff_fuzz.py) uses it
 import time
 import warnings
+
+try:
+    import resource
+except ImportError:  # Windows: the fuzzer is POSIX-only; the differential tests use the rest
+    resource = None
 
 FD_SETSIZE = 1024
 # The world's fds start here: placeholders fill every free number below (`pad_fd_table`), so
