@@ -200,6 +200,24 @@ def test_select_walks_ready_fds_in_its_sets_order(differential):
     differential(scenario, "Select")
 
 
+def test_select_reports_an_fd_given_a_key_while_the_ready_list_is_built(differential):
+    """After close(), `_writers` still holds 604 without a key. 609 is walked first; its
+    key's `events & key.events` registers 604 again, and the stdlib, which looks 604 up only
+    when it reaches it, reports it (with 0 events: WRITE & READ). Found by diff_fuzz.py."""
+
+    def scenario(side):
+        sel = side.selector()
+        keyed, _ = fd_at(side, 609, "p")
+        later, _ = fd_at(side, 604, "q")
+        sel.register(later, W, "later")
+        sel.close()
+        events = Ev(W, "rand", 1, lambda: sel.register(later, R, "again"))
+        sel.register(keyed, events, "keyed")
+        side.rec("select(0)", lambda: [(side.fdish(k.fd), k.data, m) for k, m in sel.select(0)])
+
+    differential(scenario, "Select")
+
+
 def test_select_register_shows_the_reader_to_the_writers_and(differ):
     """SelectSelector adds to `_readers` before computing `events & EVENT_WRITE`: a select(0)
     run by that `&` already reports the fd (the other classes register afterwards)."""

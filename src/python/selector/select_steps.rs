@@ -243,7 +243,17 @@ impl SelectorBase {
             })
         };
         let (r, w) = (PyList::empty(py), PyList::empty(py));
-        let mut plain = !ready.iter().any(subclassed);
+        // A key whose `events` is no plain int runs Python code in `events & key.events`,
+        // which may register an fd found ready without a key: the stdlib looks each fd up
+        // only when it reaches it, and then reports that one too. The Python-level steps do.
+        let keyless_ready = all.len() > ready.iter().filter_map(Ready::fd_events).count();
+        let events_run_python = |item: &Ready| match item {
+            Ready::Build { key, .. } => key.bind(py).get_item(2).is_ok_and(|ev| !is_plain_int(&ev)),
+            _ => false,
+        };
+        let python_steps =
+            ready.iter().any(subclassed) || (keyless_ready && ready.iter().any(events_run_python));
+        let mut plain = !python_steps;
         for (set, bit, list) in [(&sets.readers, READ, &r), (&sets.writers, WRITE, &w)] {
             // A copy first, as select.select() takes one (PySequence_Fast): what runs below
             // may let another thread change the set (always, without a GIL), and a set
