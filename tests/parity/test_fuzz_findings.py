@@ -218,6 +218,24 @@ def test_select_reports_an_fd_given_a_key_while_the_ready_list_is_built(differen
     differential(scenario, "Select")
 
 
+def test_select_register_whose_write_and_modifies_keeps_only_the_writer(differential):
+    """register(r, RW) adds r to `_readers`; the `&` that asks for EVENT_WRITE modifies r to
+    EVENT_WRITE (unregister: out of both sets; register: into `_writers`), then register adds
+    r to `_writers` only. A pipe's read end, readable and never writable, is then not ready.
+    Found by diff_fuzz.py."""
+
+    def scenario(side):
+        sel = side.selector()
+        r, w = side.pipe()
+        events = Ev(RW, "and", 3, lambda: sel.modify(r, W, "modified"))
+        side.rec("register", lambda: sel.register(r, events, "d") and None)
+        os.write(w, b"x")
+        side.rec("select(0)", lambda: [(side.fdish(k.fd), k.data, m) for k, m in sel.select(0)])
+        side.rec("map", lambda: sorted((side.fdish(k.fd), k.events) for k in sel.get_map().values()))
+
+    differential(scenario, "Select")
+
+
 def test_select_register_shows_the_reader_to_the_writers_and(differ):
     """SelectSelector adds to `_readers` before computing `events & EVENT_WRITE`: a select(0)
     run by that `&` already reports the fd (the other classes register afterwards)."""

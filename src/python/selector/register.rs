@@ -165,13 +165,12 @@ impl SelectorBase {
             if events_as_i64(events).is_none() || !is_plain_int(fd_obj) {
                 self.sets_may_be_keyless();
             }
-            let mut interest = 0;
             for bit in [crate::backend::READ, crate::backend::WRITE] {
                 if wants(events, bit)? {
                     self.add_to_sets(fd_obj, bit)?;
-                    interest |= bit;
-                    // A select() set: adding cannot fail.
-                    self.os_watch(fd_obj, fd, interest, OsStep::Add)?;
+                    // The core's copy of that one set (adding cannot fail); not the bits
+                    // added before, which user code run by this `&` may have discarded.
+                    self.os_watch(fd_obj, fd, bit, OsStep::Add)?;
                 }
             }
             return Ok(Ok(()));
