@@ -224,15 +224,23 @@ impl SelectorBase {
     ) -> PyResult<Ordered<'py>> {
         let py = slf.py();
         let this = slf.get();
-        let subclassed = |item: &Ready| match item {
-            Ready::Build { key, .. } => key.bind(py).get_item(1).is_ok_and(|fd| !is_plain_int(&fd)),
-            _ => false,
-        };
         let Some(sets) = &this.sets else {
             return Ok(Ordered::Native(ready));
         };
+        // Whether a ready key's field (1: its fd, 2: its events) is no plain int: Python code
+        // runs in its hash and comparisons, or in `events & key.events`.
+        let any_key_field_not_plain = |index| {
+            ready.iter().any(|item| match item {
+                Ready::Build { key, .. } => key
+                    .bind(py)
+                    .get_item(index)
+                    .is_ok_and(|v| !is_plain_int(&v)),
+                _ => false,
+            })
+        };
+        let subclassed_ready = any_key_field_not_plain(1);
         let subclassed_in_sets = sets.subclassed() && !all.is_empty();
-        if all.len() < 2 && !subclassed_in_sets && !ready.iter().any(subclassed) {
+        if all.len() < 2 && !subclassed_in_sets && !subclassed_ready {
             return Ok(Ordered::Native(ready));
         }
         all.sort_unstable();
@@ -247,13 +255,7 @@ impl SelectorBase {
         // which may register an fd found ready without a key: the stdlib looks each fd up
         // only when it reaches it, and then reports that one too. The Python-level steps do.
         let keyless_ready = all.len() > ready.iter().filter_map(Ready::fd_events).count();
-        let events_run_python = |item: &Ready| match item {
-            Ready::Build { key, .. } => key.bind(py).get_item(2).is_ok_and(|ev| !is_plain_int(&ev)),
-            _ => false,
-        };
-        let python_steps =
-            ready.iter().any(subclassed) || (keyless_ready && ready.iter().any(events_run_python));
-        let mut plain = !python_steps;
+        let mut plain = !(subclassed_ready || (keyless_ready && any_key_field_not_plain(2)));
         for (set, bit, list) in [(&sets.readers, READ, &r), (&sets.writers, WRITE, &w)] {
             // A copy first, as select.select() takes one (PySequence_Fast): what runs below
             // may let another thread change the set (always, without a GIL), and a set
